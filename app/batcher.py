@@ -1,0 +1,142 @@
+"""Dynamic batching: images from concurrent requests are pooled into model runs, one run in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import InferenceFailed, NotReady, Overloaded
+from app.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray], dict[str, np.ndarray]]
+Row = dict[str, np.ndarray]
+
+
+@dataclass
+class _Item:
+    pixels: np.ndarray
+    future: asyncio.Future[Row]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Queue of single images; one worker forms batches by size or by the oldest image's delay budget.
+
+    A batch runs when it holds `max_batch_size` images or when its oldest image has waited
+    `max_delay_s`; the model runs on a dedicated thread so the event loop keeps serving. Items whose
+    request has gone away (cancelled future) are dropped before they reach the model.
+    """
+
+    def __init__(
+        self, run_batch: RunBatch, *, max_batch_size: int, max_delay_s: float, max_queue_size: int, metrics: Metrics
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue_size = max_queue_size
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def running(self) -> bool:
+        """True while the worker runs and new work is accepted."""
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def depth(self) -> int:
+        """Images waiting for a batch."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the worker task on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="vitrine-batcher")
+
+    def submit(self, images: list[np.ndarray]) -> list[asyncio.Future[Row]]:
+        """Enqueue images (all or none) and return one future per image; Overloaded when the queue is full."""
+        if not self.running:
+            raise NotReady("the service is not accepting work")
+        if len(self._queue) + len(images) > self.max_queue_size:
+            raise Overloaded("the service is at capacity; retry shortly", headers={"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for pixels in images:
+            item = _Item(pixels, loop.create_future(), now)
+            self._queue.append(item)
+            futures.append(item.future)
+        self._metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        return futures
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what is queued and in flight, then release the model thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            item = self._queue.popleft()
+            if not item.future.done():  # cancelled: its client went away
+                batch.append(item)
+        self._metrics.queue_depth.set(len(self._queue))
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Wait until the batch is full or the oldest image's delay budget is spent.
+            deadline = self._queue[0].enqueued + self.max_delay_s
+            while len(self._queue) < self.max_batch_size and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            if not batch:
+                continue
+            started = time.monotonic()
+            for item in batch:
+                self._metrics.queue_wait.observe(started - item.enqueued)
+            self._metrics.batch_size.observe(len(batch))
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run_batch, np.stack([i.pixels for i in batch]))
+                self._metrics.inference_duration.observe(time.monotonic() - started)
+                if any(len(v) != len(batch) for v in outputs.values()):
+                    raise RuntimeError("model returned a different number of rows than it was given")
+            except Exception as exc:  # one failed batch fails its items only; the worker keeps serving
+                log.exception("model run failed for a batch of %d images", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(InferenceFailed("the model failed on this batch"))
+                _ = exc
+                continue
+            for k, item in enumerate(batch):
+                if not item.future.done():
+                    item.future.set_result({name: value[k] for name, value in outputs.items()})

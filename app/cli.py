@@ -1,0 +1,65 @@
+"""The `vitrine` command: `serve` the model, or run the `export` pipeline (which needs the export extra)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from app.errors import ModelLoadError
+
+
+def serve(argv: list[str]) -> int:
+    """Start one uvicorn worker with the app; every setting also comes from VITRINE_* variables."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    parser = argparse.ArgumentParser(prog="vitrine serve", description="Serve the product-image model over HTTP.")
+    parser.add_argument("--host", help="address to listen on (VITRINE_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (VITRINE_PORT, default 8000)")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # Open the model once before the server starts, so that a missing or corrupt model, or labels
+        # that do not match its outputs, end the process with one line and a non-zero exit.
+        from app.repository import resolve
+        from app.runtime import Runtime
+
+        Runtime(resolve(settings.model_repository, settings.model_name, settings.model_version),
+                precision=settings.precision, providers=settings.providers, intra_op_threads=1)
+    except ModelLoadError as exc:
+        print(f"vitrine: cannot load model: {exc.message}", file=sys.stderr)
+        return 2
+    # One worker: the batcher, the session and the metrics registry live in this process.
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level,
+        loop="auto", http="auto", access_log=False,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `vitrine` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands = "serve | export"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: vitrine {{{commands}}} [options]\n\n  serve   run the HTTP service\n"
+              "  export  train, evaluate, convert and quantize a model (needs the 'export' extra)")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        return serve(rest)
+    if command == "export":
+        # The service never imports the training stack: run it as its own program.
+        os.execv(sys.executable, [sys.executable, "-m", "export", *rest])
+    print(f"vitrine: unknown command {command!r} (expected {commands})", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

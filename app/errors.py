@@ -1,0 +1,85 @@
+"""Error types carrying their HTTP status and a stable machine-readable code."""
+
+from __future__ import annotations
+
+
+class VitrineError(Exception):
+    """Base error: `status` is the HTTP status, `code` the stable code clients match on."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str = "internal error", *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class ImageError(VitrineError):
+    """An image that cannot be used; reported per item, not for the whole request."""
+
+    status = 422
+    code = "invalid_image"
+
+
+class UnsupportedFormat(ImageError):
+    code = "unsupported_format"
+
+
+class ImageTooLarge(ImageError):
+    status = 413
+    code = "image_too_large"
+
+
+class BadRequest(VitrineError):
+    status = 400
+    code = "bad_request"
+
+
+class NoImages(BadRequest):
+    code = "no_images"
+
+
+class TooManyImages(BadRequest):
+    status = 413
+    code = "too_many_images"
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MalformedBody(BadRequest):
+    code = "malformed_body"
+
+
+class Overloaded(VitrineError):
+    status = 503
+    code = "overloaded"
+
+
+class NotReady(VitrineError):
+    status = 503
+    code = "not_ready"
+
+
+class DeadlineExceeded(VitrineError):
+    status = 504
+    code = "deadline_exceeded"
+
+
+class InferenceFailed(VitrineError):
+    status = 500
+    code = "inference_failed"
+
+
+class ModelLoadError(VitrineError):
+    """The model version cannot be loaded; the process must not start."""
+
+    code = "model_load_error"

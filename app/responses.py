@@ -1,0 +1,111 @@
+"""Response shapes for the OpenAPI document, and a fast JSON response class for the hot path."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+
+class FastJSON(JSONResponse):
+    """JSON via orjson: answers are built as plain dicts, so no validation pass is spent on them."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class Scored(BaseModel):
+    label: str = Field(examples=["Tshirts"])
+    score: float = Field(ge=0, le=1, examples=[0.93])
+
+
+class Category(Scored):
+    master: Scored
+    sub: Scored
+
+
+class Attribute(Scored):
+    top_k: list[Scored]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["invalid_image"])
+    message: str = Field(examples=["image data is corrupt or truncated"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["product-classifier"])
+    version: int = Field(examples=[1])
+    provider: str = Field(examples=["cpu"])
+    precision: str = Field(examples=["int8"])
+
+
+class ClassifyResult(BaseModel):
+    index: int
+    status: Literal["ok", "error"]
+    category: Category | None = None
+    top_k: list[Scored] | None = None
+    error: ErrorBody | None = None
+
+
+class AttributesResult(BaseModel):
+    index: int
+    status: Literal["ok", "error"]
+    attributes: dict[str, Attribute] | None = Field(None, examples=[{
+        "colour": {"label": "Navy Blue", "score": 0.71, "top_k": [{"label": "Navy Blue", "score": 0.71}]},
+        "gender": {"label": "Men", "score": 0.95, "top_k": [{"label": "Men", "score": 0.95}]},
+    }])
+    error: ErrorBody | None = None
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    results: list[ClassifyResult]
+
+
+class AttributesResponse(BaseModel):
+    model: ModelRef
+    results: list[AttributesResult]
+
+
+IMAGES_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "required": ["images"],
+            },
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "byte"}}},
+                "required": ["images"],
+            },
+            "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD..."]},
+        },
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Malformed request (no images, bad multipart or JSON)"),
+        (413, "Too many images or body too large"),
+        (415, "Unsupported content type"),
+        (422, "Invalid query parameter"),
+        (500, "Internal error"),
+        (503, "Not ready or overloaded (see Retry-After)"),
+        (504, "Deadline exceeded"),
+    )
+}

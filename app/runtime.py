@@ -1,0 +1,141 @@
+"""onnxruntime session for one model version: providers, signature check, batched runs, softmax."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import ModelLoadError
+from app.repository import ModelVersion
+from app.schema import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PROVIDER_NAMES = {CUDA: "cuda", CPU: "cpu"}
+
+
+def cuda_available() -> bool:
+    """True when this onnxruntime build offers the CUDA provider."""
+    return CUDA in ort.get_available_providers()
+
+
+def choose_providers(setting: str) -> list[str | tuple[str, dict[str, Any]]]:
+    """Provider list for onnxruntime from the `providers` setting (auto, cpu, cuda)."""
+    if setting == "cpu" or (setting == "auto" and not cuda_available()):
+        return [CPU]
+    if not cuda_available():
+        raise ModelLoadError("providers=cuda, but this onnxruntime has no CUDA provider (install the gpu extra)")
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA/cuDNN from the nvidia pip packages, without importing torch
+    # HEURISTIC: EXHAUSTIVE would re-benchmark every new batch shape for seconds; NHWC suits tensor cores.
+    return [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}), CPU]
+
+
+def choose_precision(version: ModelVersion, setting: str, provider_setting: str) -> str:
+    """Which model file to load: auto takes fp16 for CUDA, int8 for CPU, else fp32."""
+    if setting != "auto":
+        return setting
+    on_cuda = provider_setting == "cuda" or (provider_setting == "auto" and cuda_available())
+    preferred = ["fp16", "fp32"] if on_cuda else ["int8", "fp32"]
+    return next((p for p in preferred if p in version.metadata.files), "fp32")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+class Runtime:
+    """A loaded model: `run` maps a uint8 NHWC batch to probabilities per head (and the embedding)."""
+
+    def __init__(self, version: ModelVersion, *, precision: str, providers: str, intra_op_threads: int) -> None:
+        self.metadata: ModelMetadata = version.metadata
+        self.precision = choose_precision(version, precision, providers)
+        self.path: Path = version.file_for(self.precision)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelLoadError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from exc
+        # onnxruntime falls back to CPU silently when CUDA libraries are missing: report what is really used.
+        active = self.session.get_providers()[0]
+        self.provider = PROVIDER_NAMES.get(active, active)
+        if providers == "cuda" and active != CUDA:
+            raise ModelLoadError("providers=cuda, but onnxruntime fell back to CPU (CUDA/cuDNN libraries missing?)")
+        self._check_signature()
+        self._padded_sizes: list[int] = []
+        self.head_outputs = [h.output for h in self.metadata.heads]
+        self.output_names = [*self.head_outputs]
+        if self.metadata.embedding_output:
+            self.output_names.append(self.metadata.embedding_output)
+        log.info("loaded %s v%d (%s) from %s on %s, %d intra-op threads", self.metadata.name, self.metadata.version,
+                 self.precision, self.path, self.provider, intra_op_threads)
+
+    def _check_signature(self) -> None:
+        """The graph's input and outputs must match the metadata, or the model is refused."""
+        spec = self.metadata.preprocessing
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != spec.input_name:
+            raise ModelLoadError(f"model input is {[i.name for i in inputs]}, metadata says {spec.input_name!r}")
+        if inputs[0].type != "tensor(uint8)":
+            raise ModelLoadError(f"model input type is {inputs[0].type}, expected tensor(uint8)")
+        shape = inputs[0].shape
+        if len(shape) != 4 or list(shape[1:]) != [spec.size, spec.size, 3]:
+            raise ModelLoadError(f"model input shape is {shape}, expected [batch, {spec.size}, {spec.size}, 3]")
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        for head in self.metadata.heads:
+            if head.output not in outputs:
+                raise ModelLoadError(f"model has no output {head.output!r} for head {head.name}")
+            width = outputs[head.output][-1]
+            if isinstance(width, int) and width != len(head.labels):
+                raise ModelLoadError(f"output {head.output!r} has {width} classes, metadata lists {len(head.labels)}")
+        embedding = self.metadata.embedding_output
+        if embedding and embedding not in outputs:
+            raise ModelLoadError(f"model has no embedding output {embedding!r}")
+
+    def batch_shapes(self, max_batch_size: int) -> list[int]:
+        """Batch sizes the session will see: on CUDA batches are padded to powers of two (each new shape
+        costs a cuDNN algorithm search), on CPU any size runs as it is."""
+        if self.provider != "cuda":
+            return sorted({1, max_batch_size})
+        sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+        return [*sizes, max_batch_size]
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities per head output (and the raw embedding) for a uint8 NHWC batch."""
+        n = len(pixels)
+        if self._padded_sizes:
+            target = next((s for s in self._padded_sizes if s >= n), n)
+            if target > n:
+                pad = np.full((target - n, *pixels.shape[1:]), 255, dtype=np.uint8)
+                pixels = np.concatenate([pixels, pad])
+        results = self.session.run(self.output_names, {self.metadata.preprocessing.input_name: pixels})
+        out = {name: value[:n] for name, value in zip(self.output_names, results, strict=True)}
+        for name in self.head_outputs:
+            out[name] = softmax(np.asarray(out[name], dtype=np.float32))
+        return out
+
+    def warm_up(self, max_batch_size: int) -> list[int]:
+        """Run every batch shape once so no request pays allocation or kernel-selection cost; return them."""
+        shapes = self.batch_shapes(max_batch_size)
+        self._padded_sizes = shapes if self.provider == "cuda" else []
+        size = self.metadata.preprocessing.size
+        for n in shapes:
+            self.run(np.full((n, size, size, 3), 255, dtype=np.uint8))
+        return shapes

@@ -1,0 +1,102 @@
+"""Model metadata schema (`model.json`), shared by the export step and the service."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+METADATA_FILE = "model.json"
+ONNX_METADATA_KEY = "vitrine"
+
+
+class Preprocessing(BaseModel):
+    """How raw image bytes become the model's input tensor; the service reproduces it exactly."""
+
+    input_name: str = Field("pixels", description="Name of the ONNX input.")
+    size: int = Field(128, ge=16, le=1024, description="Side of the square input in pixels.")
+    dtype: Literal["uint8"] = Field("uint8", description="Element type fed to the graph.")
+    layout: Literal["NHWC"] = Field("NHWC", description="Tensor layout fed to the graph.")
+    channel_order: Literal["RGB"] = "RGB"
+    pad_colour: tuple[int, int, int] = Field(
+        (255, 255, 255), description="Canvas colour used to pad to a square (catalogue photos are shot on white)."
+    )
+    resize: Literal["fit-then-pad"] = Field(
+        "fit-then-pad",
+        description="Scale the longest side to `size` (aspect kept), then centre on a square canvas.",
+    )
+    resample: Literal["bilinear"] = "bilinear"
+    mean: float = Field(127.0, description="Subtracted inside the graph.")
+    std: float = Field(128.0, description="Divided by inside the graph.")
+
+
+class Head(BaseModel):
+    """One classification output of the model."""
+
+    name: str = Field(description="Label column in the catalogue CSV, e.g. `articleType`.")
+    output: str = Field(description="Name of the ONNX output holding this head's logits.")
+    key: str = Field(description="Name used in API answers, e.g. `colour` for `baseColour`.")
+    role: Literal["category", "attribute"]
+    level: Literal["master", "sub", "article"] | None = Field(
+        None, description="Category level for `category` heads."
+    )
+    labels: list[str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _level_matches_role(self) -> Head:
+        if (self.role == "category") != (self.level is not None):
+            raise ValueError(f"head {self.name}: category heads need a level, attribute heads none")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"head {self.name}: labels are not unique")
+        return self
+
+
+class ModelMetadata(BaseModel):
+    """Everything the service needs to know about one model version."""
+
+    name: str
+    version: int = Field(ge=1)
+    architecture: str = "efficientnet-lite0"
+    preprocessing: Preprocessing = Preprocessing()
+    heads: list[Head] = Field(min_length=1)
+    embedding_output: str | None = Field("embedding", description="Name of the L2-normalised embedding output.")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="Precision (`fp32`, `int8`, `fp16`) to ONNX file name in the version folder."
+    )
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per precision, per head test metrics, e.g. {'int8': {'articleType.top1': 0.9}}."
+    )
+    created: str | None = None
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelMetadata:
+        names = [h.name for h in self.heads]
+        keys = [h.key for h in self.heads]
+        if len(set(names)) != len(names) or len(set(keys)) != len(keys):
+            raise ValueError("head names and keys must be unique")
+        levels = [h.level for h in self.heads if h.level is not None]
+        if len(set(levels)) != len(levels):
+            raise ValueError("each category level may appear once")
+        return self
+
+    def head_by_level(self, level: str) -> Head | None:
+        """The category head at `level`, if the model has one."""
+        return next((h for h in self.heads if h.level == level), None)
+
+    @property
+    def attribute_heads(self) -> list[Head]:
+        """Heads that are not category levels."""
+        return [h for h in self.heads if h.role == "attribute"]
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelMetadata:
+        """Load `model.json` from a version folder."""
+        return cls.model_validate_json((folder / METADATA_FILE).read_text(encoding="utf-8"))
+
+    def write(self, folder: Path) -> Path:
+        """Write `model.json` into a version folder and return its path."""
+        path = folder / METADATA_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path

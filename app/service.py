@@ -1,0 +1,173 @@
+"""The HTTP-free core: load a model, decode images off the loop, batch them, shape the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+
+from app.batcher import Batcher, Row
+from app.errors import DeadlineExceeded, ImageError, ImageTooLarge, NotReady, VitrineError
+from app.metrics import Metrics
+from app.preprocess import decode
+from app.repository import resolve
+from app.runtime import Runtime
+from app.schema import Head
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Endpoint = Literal["classify", "attributes"]
+
+
+class _HeadView:
+    """A head's labels and output name, prepared once so answers need no lookups."""
+
+    def __init__(self, head: Head) -> None:
+        self.key = head.key
+        self.output = head.output
+        self.labels = head.labels
+
+    def best(self, probs: np.ndarray) -> dict[str, Any]:
+        k = int(probs.argmax())
+        return {"label": self.labels[k], "score": round(float(probs[k]), 6)}
+
+    def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+        k = min(k, len(probs))
+        idx = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
+        idx = idx[np.argsort(-probs[idx], kind="stable")]
+        return [{"label": self.labels[i], "score": round(float(probs[i]), 6)} for i in idx]
+
+
+class Recognizer:
+    """Owns the runtime, the decode pool and the batcher for one model version."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+        self.runtime = Runtime(
+            version, precision=settings.precision, providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+        )
+        self.metadata = version.metadata
+        self.spec = self.metadata.preprocessing
+        meta = self.metadata
+        self.article = _optional_view(meta.head_by_level("article"))
+        self.master = _optional_view(meta.head_by_level("master"))
+        self.sub = _optional_view(meta.head_by_level("sub"))
+        self.attributes = [_HeadView(h) for h in meta.attribute_heads]
+        self.model_block = {"name": meta.name, "version": meta.version, "provider": self.runtime.provider,
+                            "precision": self.runtime.precision}
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vitrine-decode")
+        self.batcher = Batcher(
+            self.runtime.run, max_batch_size=settings.max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000,
+            max_queue_size=settings.max_queue_size, metrics=metrics,
+        )
+        self.warmed_batch_sizes: list[int] = []
+        metrics.model_info.info({"name": meta.name, "version": str(meta.version), "provider": self.runtime.provider,
+                                 "precision": self.runtime.precision})
+
+    @property
+    def ready(self) -> bool:
+        """True once warmed up and while the batcher accepts work."""
+        return bool(self.warmed_batch_sizes) and self.batcher.running
+
+    async def start(self) -> None:
+        """Warm up every batch shape the service will run, then start batching."""
+        started = time.monotonic()
+        self.warmed_batch_sizes = await asyncio.to_thread(self.runtime.warm_up, self.settings.max_batch_size)
+        self.batcher.start()
+        log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
+
+    async def stop(self) -> None:
+        """Finish queued and in-flight work, then release threads."""
+        await self.batcher.stop()
+        self._decode_pool.shutdown(wait=True)
+
+    def describe(self) -> dict[str, Any]:
+        """What `/models` shows: identity, provider in use, input, heads and labels."""
+        meta = self.metadata
+        return {
+            **self.model_block,
+            "input": {"size": self.spec.size, "dtype": self.spec.dtype, "layout": self.spec.layout},
+            "preprocessing": self.spec.model_dump(mode="json"),
+            "heads": [{"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels}
+                      for h in meta.heads],
+            "metrics": meta.metrics,
+        }
+
+    def _decode(self, blob: bytes | ImageError) -> np.ndarray:
+        if isinstance(blob, ImageError):
+            raise blob  # already known to be unusable (for example invalid base64)
+        started = time.perf_counter()
+        try:
+            if len(blob) > self.settings.max_image_bytes:
+                raise ImageTooLarge(f"image is {len(blob)} bytes, more than the limit of {self.settings.max_image_bytes}")
+            return decode(blob, self.spec, max_pixels=self.settings.max_image_pixels)
+        finally:
+            self.metrics.decode_duration.observe(time.perf_counter() - started)
+
+    async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
+        """Answer one request: a result per image in order, per-image errors in place."""
+        if not self.ready:
+            raise NotReady("the model is not ready")
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(
+            *(loop.run_in_executor(self._decode_pool, self._decode, blob) for blob in blobs), return_exceptions=True
+        )
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        futures = self.batcher.submit([decoded[i] for i in good]) if good else []  # type: ignore[misc]
+        rows: dict[int, Row | BaseException] = {}
+        if futures:
+            timeout = self.settings.request_timeout_ms / 1000
+            try:
+                done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
+            except TimeoutError as exc:
+                for future in futures:
+                    future.cancel()  # queued images of this request are skipped by the batcher
+                raise DeadlineExceeded(f"the images were not processed within {timeout:g}s") from exc
+            rows = dict(zip(good, done, strict=True))
+        results = []
+        for index, item in enumerate(decoded):
+            outcome = rows.get(index, item)
+            if isinstance(outcome, dict):
+                results.append(self._result(endpoint, index, outcome, top_k))
+                self.metrics.images.labels(endpoint, "ok").inc()
+            elif isinstance(outcome, ImageError):
+                results.append({"index": index, "status": "error",
+                                "error": {"code": outcome.code, "message": outcome.message}})
+                self.metrics.images.labels(endpoint, outcome.code).inc()
+            elif isinstance(outcome, VitrineError):
+                self.metrics.images.labels(endpoint, outcome.code).inc()
+                raise outcome  # the batch failed: the request fails as a whole (500)
+            else:
+                self.metrics.images.labels(endpoint, "internal_error").inc()
+                raise outcome if isinstance(outcome, BaseException) else RuntimeError("unexpected decode result")
+        return {"model": self.model_block, "results": results}
+
+    def _result(self, endpoint: Endpoint, index: int, row: Row, top_k: int) -> dict[str, Any]:
+        if endpoint == "classify":
+            category: dict[str, Any] = {}
+            if self.article is not None:
+                category.update(self.article.best(row[self.article.output]))
+            for name, view in (("master", self.master), ("sub", self.sub)):
+                if view is not None:
+                    category[name] = view.best(row[view.output])
+            result: dict[str, Any] = {"index": index, "status": "ok", "category": category}
+            if self.article is not None:
+                result["top_k"] = self.article.top(row[self.article.output], top_k)
+            return result
+        attributes = {
+            view.key: {**view.best(row[view.output]), "top_k": view.top(row[view.output], top_k)}
+            for view in self.attributes
+        }
+        return {"index": index, "status": "ok", "attributes": attributes}
+
+
+def _optional_view(head: Head | None) -> _HeadView | None:
+    return _HeadView(head) if head is not None else None

@@ -1,0 +1,80 @@
+"""Service settings: one pydantic-settings class, every field from a `VITRINE_` environment variable."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota if one is set."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota() -> float | None:
+    """CPU quota in cores from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`, None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; each field is also `VITRINE_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    model_repository: Path = Field(DEFAULT_REPOSITORY, description="Folder of models: <name>/<version>/model.json.")
+    model_name: str = Field("product-classifier", min_length=1, description="Model to serve.")
+    model_version: int | None = Field(None, ge=1, description="Version to serve; default the highest one present.")
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto", description="Model file to load: auto picks int8 on CPU and fp16 on CUDA (fp32 if absent)."
+    )
+    providers: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Execution provider: auto uses CUDA when onnxruntime-gpu and a GPU are present."
+    )
+    intra_op_threads: int = Field(
+        default_factory=available_cpus, ge=1, le=256, description="onnxruntime threads; default the usable CPUs."
+    )
+    decode_threads: int = Field(
+        default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one model run.")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="Longest an image waits for others to fill its batch."
+    )
+    max_queue_size: int = Field(512, ge=1, le=100_000, description="Images waiting beyond which requests get 503.")
+    request_timeout_ms: float = Field(
+        30_000.0, gt=0, le=600_000, description="Deadline for a request's images; queued work past it gets 504."
+    )
+    max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request.")
+    max_image_bytes: int = Field(10 * 2**20, ge=1024, description="Largest single image in bytes.")
+    max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body in bytes.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest width*height accepted, checked from the header before decoding."
+    )
+    default_top_k: int = Field(5, ge=1, le=100, description="top_k when the request does not say.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")

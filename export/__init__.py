@@ -1,0 +1,1 @@
+"""Vitrine model lifecycle: catalogue export to a versioned, validated ONNX model folder."""

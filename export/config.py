@@ -1,0 +1,74 @@
+"""Configuration of one export run: which CSV columns become heads, and the training recipe."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "product-classifier.toml"
+
+
+class HeadSpec(BaseModel):
+    """A label column that becomes one output head."""
+
+    column: str = Field(description="CSV column, e.g. `baseColour`.")
+    key: str = Field(description="Name in API answers, e.g. `colour`.")
+    role: Literal["category", "attribute"] = "attribute"
+    level: Literal["master", "sub", "article"] | None = None
+    loss_weight: float = Field(1.0, ge=0.0)
+    class_weight_power: float = Field(
+        0.0, ge=0.0, le=1.0, description="Class weights are count**-power: 0 none, 1 fully balanced."
+    )
+
+
+class DataConfig(BaseModel):
+    """Where the catalogue export is and how it is split."""
+
+    id_column: str = "id"
+    image_extension: str = ".jpg"
+    min_class_count: int = Field(20, ge=1, description="Classes with fewer images are masked out of that head.")
+    stratify_column: str = "articleType"
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    limit: int | None = Field(None, ge=1, description="Use only this many rows (smoke runs).")
+
+
+class TrainConfig(BaseModel):
+    """The training recipe."""
+
+    size: int = Field(128, ge=16, le=512)
+    batch_size: int = Field(64, ge=2)
+    warmup_epochs: int = Field(1, ge=0, description="Epochs training only the heads (backbone frozen).")
+    epochs: int = Field(8, ge=0, description="Epochs fine-tuning the whole network after warm-up.")
+    head_lr: float = 2e-3
+    backbone_lr: float = 5e-4
+    weight_decay: float = 0.02
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    patience: int = Field(3, ge=1, description="Early stopping: epochs without validation improvement.")
+    max_minutes: float | None = Field(None, gt=0, description="Stop after the epoch that passes this budget.")
+    scale_range: tuple[float, float] = (0.85, 1.1)
+    shift_fraction: float = Field(0.08, ge=0.0, le=0.3)
+    hflip: bool = True
+    threads: int | None = Field(None, ge=1)
+    seed: int = 1234
+
+
+class ExportConfig(BaseModel):
+    """One whole export run."""
+
+    name: str = "product-classifier"
+    heads: list[HeadSpec]
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    calibration_images: int = Field(512, ge=8, description="Training images used to calibrate INT8.")
+    max_int8_top1_drop: float = Field(0.01, ge=0.0, description="Largest top-1 loss allowed for INT8 on any head.")
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_CONFIG) -> ExportConfig:
+        """Read a TOML config file."""
+        with path.open("rb") as handle:
+            return cls.model_validate(tomllib.load(handle))

@@ -1,0 +1,120 @@
+"""The export steps (prepare, train, evaluate, convert, quantize, card) over one work folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.schema import Head, ModelMetadata, Preprocessing
+from export.config import ExportConfig
+from export.data import Catalogue, distribution, load_catalogue, split
+from export.network import MultiHeadClassifier, build_efficientnet_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Splits:
+    """The three splits of one prepared catalogue."""
+
+    train: Catalogue
+    val: Catalogue
+    test: Catalogue
+
+
+def preprocessing(config: ExportConfig) -> Preprocessing:
+    """The preprocessing written into the model metadata (normalisation runs inside the graph)."""
+    return Preprocessing(size=config.train.size)
+
+
+def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
+    """Decode the catalogue (cached in `work`), split it, and write the data report."""
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / f"catalogue-{config.train.size}.npz"
+    meta = work / "catalogue.json"
+    if cache.exists() and meta.exists():
+        saved = json.loads(meta.read_text())
+        if saved.get("data") == str(data.resolve()) and saved.get("config") == config.data.model_dump(mode="json"):
+            arrays = np.load(cache)
+            catalogue = Catalogue(
+                ids=saved["ids"], pixels=arrays["pixels"],
+                labels={k: arrays[f"label_{k}"] for k in saved["classes"]},
+                classes=saved["classes"], report=saved["report"],
+            )
+            log.info("using cached catalogue %s (%d images)", cache, len(catalogue))
+            return _split_and_report(catalogue, config, work)
+    catalogue = load_catalogue(data, config.heads, config.data, preprocessing(config))
+    np.savez(cache, pixels=catalogue.pixels, **{f"label_{k}": v for k, v in catalogue.labels.items()})
+    meta.write_text(json.dumps({
+        "data": str(data.resolve()), "config": config.data.model_dump(mode="json"), "ids": catalogue.ids,
+        "classes": catalogue.classes, "report": catalogue.report,
+    }))
+    return _split_and_report(catalogue, config, work)
+
+
+def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) -> Splits:
+    train, val, test = split(catalogue, config.data, config.train.seed)
+    report = {
+        **catalogue.report,
+        "split": {"train": len(train), "val": len(val), "test": len(test), "seed": config.train.seed,
+                  "stratified_on": config.data.stratify_column},
+        "classes": {k: len(v) for k, v in catalogue.classes.items()},
+        "distribution_train": distribution(train),
+        "distribution_test": distribution(test),
+    }
+    (work / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (work / "split.json").write_text(json.dumps({"train": train.ids, "val": val.ids, "test": test.ids}))
+    log.info("data: %d train, %d val, %d test images; masked classes: %s", len(train), len(val), len(test),
+             {k: list(v) for k, v in catalogue.report.get("masked_classes", {}).items() if v})  # type: ignore[union-attr]
+    return Splits(train, val, test)
+
+
+def build_model(classes: dict[str, list[str]], config: ExportConfig, *, pretrained: bool = True) -> MultiHeadClassifier:
+    """The default architecture with one head per configured column."""
+    sizes = {h.column: len(classes[h.column]) for h in config.heads}
+    return build_efficientnet_classifier(sizes, pretrained=pretrained, dropout=config.train.dropout)
+
+
+def load_trained(work: Path, classes: dict[str, list[str]], config: ExportConfig) -> MultiHeadClassifier:
+    """The model with the best checkpoint of a finished training run."""
+    model = build_model(classes, config, pretrained=False)
+    state = torch.load(work / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def metadata(config: ExportConfig, classes: dict[str, list[str]], version: int) -> ModelMetadata:
+    """Model metadata for a trained model: heads in output order, labels as in the CSV."""
+    heads = [
+        Head(name=h.column, output=h.column, key=h.key, role=h.role, level=h.level, labels=classes[h.column])
+        for h in config.heads
+    ]
+    return ModelMetadata(
+        name=config.name, version=version, preprocessing=preprocessing(config), heads=heads,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def next_version(model_dir: Path) -> int:
+    """One above the highest numeric version folder (1 for a new model)."""
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def version_folder(model_dir: Path, version: int | None, *, overwrite: bool) -> tuple[Path, int]:
+    """Create the version folder to write into."""
+    version = version or next_version(model_dir)
+    folder = model_dir / str(version)
+    if folder.exists():
+        if not overwrite:
+            raise FileExistsError(f"{folder} exists; pass --overwrite or another --version")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder, version

@@ -38,7 +38,7 @@ def serve(argv: list[str]) -> int:
     # One worker: the batcher, the session and the metrics registry live in this process.
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level,
-        loop="auto", http="auto", access_log=False,
+        loop="auto", http="auto", access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     return 0
 

@@ -74,6 +74,13 @@ class DeadlineExceeded(VitrineError):
     code = "deadline_exceeded"
 
 
+class ClientClosed(VitrineError):
+    """The client disconnected before its answer was ready (nginx's 499); nobody reads this response."""
+
+    status = 499
+    code = "client_closed"
+
+
 class InferenceFailed(VitrineError):
     status = 500
     code = "inference_failed"

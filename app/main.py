@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
-from app.errors import NotReady, VitrineError
+from app.access import ApiKeys
+from app.errors import ClientClosed, NotReady, VitrineError
 from app.metrics import Metrics
 from app.responses import ERRORS, IMAGES_BODY, AttributesResponse, ClassifyResponse, FastJSON
 from app.service import Endpoint, Recognizer
@@ -64,6 +66,12 @@ class RequestMetrics:
             self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
 
 
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body has been read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the model loads and warms up in the lifespan, never at import."""
     settings = settings or Settings()
@@ -91,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.recognizer = None
+    # Outermost last: metrics see every answer, 401s included; the key check runs before any body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ApiKeys, keys=settings.key_list(), protect_ops=settings.protect_ops_endpoints)
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.exception_handler(VitrineError)
@@ -126,7 +136,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blobs = await read_images(
             request, max_images=settings.max_images_per_request, max_bytes=settings.max_request_bytes
         )
-        return await recognizer.recognise(endpoint, blobs, top_k or settings.default_top_k)
+        work = asyncio.ensure_future(recognizer.recognise(endpoint, blobs, top_k or settings.default_top_k))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            gone.cancel()
+            return work.result()
+        work.cancel()  # the client went away: its queued images are dropped before they reach the model
+        raise ClientClosed("the client closed the connection")
 
     top_k_query = Query(None, ge=1, le=100, description="How many labels to list per head (default 5).")
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
@@ -77,4 +77,18 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Largest width*height accepted, checked from the header before decoding."
     )
     default_top_k: int = Field(5, ge=1, le=100, description="top_k when the request does not say.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0.0, le=600.0, description="On SIGTERM, time to finish accepted requests before exiting."
+    )
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="Comma-separated API keys; when set, requests need `Authorization: Bearer <key>`"
+        " or `X-API-Key`. Empty: no authentication."
+    )
+    protect_ops_endpoints: bool = Field(
+        False, description="With API keys set, also require a key for /health/* and /metrics."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    def key_list(self) -> list[bytes]:
+        """The configured API keys as bytes (empty when authentication is off)."""
+        return [k.strip().encode() for k in self.api_keys.get_secret_value().split(",") if k.strip()]

@@ -134,6 +134,12 @@ class MultiHeadClassifier(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(feature_dim, n) for name, n in head_sizes.items()})
         self.mean = mean
         self.std = std
+        # Per-head softmax temperatures from calibration on the validation split (1 while training).
+        self.register_buffer("temperature", torch.ones(len(head_sizes)), persistent=False)
+
+    def set_temperatures(self, temperatures: dict[str, float]) -> None:
+        """Divide each head's logits by its fitted temperature from now on (exported into the graph)."""
+        self.temperature = torch.tensor([temperatures.get(n, 1.0) for n in self.head_names], dtype=torch.float32)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (or float 0..255) NHWC pixels to normalised NCHW float."""
@@ -144,7 +150,7 @@ class MultiHeadClassifier(nn.Module):
         """Logits per head and the embedding, from already normalised NCHW input (used in training)."""
         features = self.backbone(x)
         dropped = self.dropout(features)
-        logits = {name: head(dropped) for name, head in self.heads.items()}
+        logits = {name: self.heads[name](dropped) / self.temperature[i] for i, name in enumerate(self.head_names)}
         return logits, F.normalize(features, dim=1)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -189,6 +189,7 @@ def train(
         record = {"epoch": epoch + 1, "train_loss": running_loss / max(running_seen, 1), "val_mean_top1": score,
                   **{f"val_{k}": v for k, v in val.items()}, "minutes": (time.monotonic() - start) / 60}
         history.append(record)
+        (work / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
         state = {"state_dict": model.state_dict(), "epoch": epoch + 1, "val": val}
         torch.save(state, ckpt_dir / "last.pt")
@@ -204,7 +205,6 @@ def train(
             log.info("time budget of %.1f minutes reached", cfg.max_minutes)
             break
 
-    (work / "history.json").write_text(json.dumps(history, indent=2))
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     model.to(memory_format=torch.contiguous_format)

@@ -1,0 +1,38 @@
+# Vitrine: `make serve` runs the service on the committed default model, `make test` runs the test suite.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+HOST   ?= 0.0.0.0
+PORT   ?= 8000
+DATA   ?= ../shared/data/products
+
+.PHONY: serve test lint export-default clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(PY)
+	$(PIP) install -e ".[dev,export]"
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(VENV)/bin/vitrine serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.test
+	$(PY) -m pytest
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check app export tests
+	$(VENV)/bin/mypy app
+
+# Rebuild the default model from the catalogue export (about an hour on 2 CPU cores).
+export-default: $(VENV)/.test
+	$(VENV)/bin/vitrine export build --data $(DATA) --out models/product-classifier --version 1 --overwrite
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""Optional API-key authentication as ASGI middleware, with constant-time key comparison."""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPS_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+    return None
+
+
+def key_is_valid(key: bytes | None, keys: list[bytes]) -> bool:
+    """Compare against every configured key without short-circuiting, so timing reveals nothing."""
+    if key is None:
+        return False
+    valid = False
+    for candidate in keys:
+        valid |= hmac.compare_digest(key, candidate)
+    return valid
+
+
+class ApiKeys:
+    """Refuse requests without a valid key (401) when keys are configured; health and metrics optional."""
+
+    def __init__(self, app: ASGIApp, keys: list[bytes], *, protect_ops: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.open_paths = PUBLIC_PATHS if protect_ops else PUBLIC_PATHS | OPS_PATHS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        if key_is_valid(presented_key(scope["headers"]), self.keys):
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps({"error": {"code": "unauthorized", "message": "a valid API key is required"}})
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="vitrine"')]})
+        await send({"type": "http.response.body", "body": body})

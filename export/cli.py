@@ -1,0 +1,149 @@
+"""`python -m export` / `vitrine export`: build a model version, or run one step of it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.runtime import softmax
+from app.schema import ModelMetadata
+from export.calibration import fit_temperatures
+from export.card import write_card
+from export.config import DEFAULT_CONFIG, ExportConfig
+from export.convert import check_parity, export_onnx, onnx_outputs
+from export.evaluate import evaluate, summarise
+from export.pipeline import Splits, build_model, load_trained, metadata, prepare, version_folder
+from export.quantize import benchmark_cpu, convert_fp16, quantize_int8
+from export.train import predict, train
+
+log = logging.getLogger("export")
+
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+PARITY_IMAGES = 512
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vitrine export", description=__doc__)
+    steps = parser.add_subparsers(dest="step", required=True)
+    for name, text in (
+        ("build", "all steps: train, evaluate, convert, quantize, write the model card"),
+        ("train", "fine-tune on the catalogue; checkpoints go to the work folder"),
+        ("package", "from a trained work folder: evaluate, convert, parity, quantize, card"),
+    ):
+        step = steps.add_parser(name, help=text)
+        step.add_argument("--data", type=Path, required=True, help="catalogue export: images (folder/tars) + CSV")
+        step.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="heads and recipe (TOML)")
+        step.add_argument("--work", type=Path, help="work folder for cache and checkpoints (default runs/<name>)")
+        if name != "train":
+            step.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/product-classifier")
+            step.add_argument("--version", type=int, help="version number (default: next free)")
+            step.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+        step.add_argument("--epochs", type=int, help="override the fine-tuning epochs")
+        step.add_argument("--warmup-epochs", type=int, help="override the head warm-up epochs")
+        step.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
+        step.add_argument("--min-class-count", type=int, help="override the minimum images per class")
+        step.add_argument("--size", type=int, help="override the input size in pixels")
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> ExportConfig:
+    config = ExportConfig.load(args.config)
+    overrides = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "size": args.size}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config.train, key, value)
+    if args.limit is not None:
+        config.data.limit = args.limit
+    if args.min_class_count is not None:
+        config.data.min_class_count = args.min_class_count
+    return config
+
+
+def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
+    """Fine-tune and keep the best checkpoint in `work`."""
+    model = build_model(splits.train.classes, config)
+    result = train(model, splits.train, splits.val, config, work)
+    log.info("best epoch %d of %d in %.1f min: %s", result.best_epoch, len(result.history), result.seconds / 60,
+             {k: round(v, 4) for k, v in result.best_val.items()})
+
+
+def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version: int | None, *,
+            overwrite: bool, reproduce: str) -> Path:
+    """Evaluate, export FP32/INT8/FP16 ONNX with parity and accuracy checks, and write the version folder."""
+    classes = splits.train.classes
+    model = load_trained(work, classes, config)
+    folder, version = version_folder(out, version, overwrite=overwrite)
+    meta = metadata(config, classes, version)
+    heads = [h.column for h in config.heads]
+
+    temperatures = fit_temperatures(predict(model, splits.val.pixels), splits.val.labels)
+    model.set_temperatures(temperatures)
+    log.info("softmax temperatures fitted on the validation split: %s",
+             {k: round(v, 3) for k, v in temperatures.items()})
+    log.info("evaluating the PyTorch model on %d test images", len(splits.test))
+    evaluate(predict(model, splits.test.pixels), splits.test, folder)
+
+    fp32 = export_onnx(model, meta, folder / FILES["fp32"])
+    parity = check_parity(model, fp32, splits.val.pixels[:PARITY_IMAGES], heads)
+    log.info("parity on %d validation images: max |logit diff| %.2e, top-1 agreement %s", parity.images,
+             parity.max_abs_logit_diff, parity.top1_agreement)
+
+    rng = np.random.default_rng(config.train.seed)
+    calibration = splits.train.pixels[rng.choice(len(splits.train), config.calibration_images, replace=False)]
+    quantize_int8(fp32, folder / FILES["int8"], calibration)
+    convert_fp16(fp32, folder / FILES["fp16"])
+    meta.files = dict(FILES)
+
+    speed: dict[str, float] = {}
+    for precision, name in FILES.items():
+        outputs = onnx_outputs(folder / name, splits.test.pixels)
+        probs = {h: softmax(outputs[h].astype(np.float32)) for h in heads}
+        meta.metrics[precision] = summarise(probs, splits.test)
+        if precision != "fp16":  # FP16 is for GPUs; its CPU speed says nothing
+            speed[precision] = benchmark_cpu(folder / name, splits.test.pixels[:256], batch_size=32, seconds=3.0)
+    drops = {h: meta.metrics["fp32"][f"{h}.top1"] - meta.metrics["int8"][f"{h}.top1"] for h in heads}
+    log.info("INT8 top-1 change per head (points): %s", {h: round(-100 * d, 2) for h, d in drops.items()})
+    worst = max(drops, key=lambda h: drops[h])
+    if drops[worst] > config.max_int8_top1_drop:
+        raise SystemExit(f"INT8 loses {100 * drops[worst]:.2f} points of top-1 on {worst} "
+                         f"(limit {100 * config.max_int8_top1_drop:.1f})")
+    meta.write(folder)
+
+    history = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
+    data_report = json.loads((work / "data_report.json").read_text())
+    (folder / "data_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
+    recipe = {**config.train.model_dump(mode="json"), "heads": ", ".join(heads),
+              "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
+              "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()}}
+    write_card(folder, meta, data_report=data_report, history=history, recipe=recipe, reproduce=reproduce,
+               parity={"images": parity.images, "max_abs_logit_diff": parity.max_abs_logit_diff,
+                       "top1_agreement": parity.top1_agreement})
+    ModelMetadata.read(folder)  # the folder must load as the service will load it
+    log.info("wrote %s", folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m export`."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _args(argv)
+    # onnxruntime's quantiser logs every scale adjustment on the root logger: keep the root at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("export").setLevel(logging.INFO)
+    config = _config(args)
+    torch.manual_seed(config.train.seed)
+    work = args.work or Path("runs") / config.name
+    splits = prepare(args.data, config, work)
+    if args.step in ("build", "train"):
+        run_train(splits, config, work)
+    if args.step in ("build", "package"):
+        reproduce = "vitrine export " + " ".join(shlex.quote(a) for a in argv)
+        package(splits, config, work, args.out, args.version, overwrite=args.overwrite, reproduce=reproduce)
+    return 0

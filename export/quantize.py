@@ -1,0 +1,142 @@
+"""INT8 (static, QDQ) and FP16 variants of an exported FP32 ONNX model, and a CPU throughput helper."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
+from onnxruntime.transformers.float16 import convert_float_to_float16
+
+from export.convert import check_pixels, cpu_session, metadata_props, set_metadata_props
+
+log = logging.getLogger(__name__)
+
+Calibration = Literal["minmax", "percentile"]
+_CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+
+
+class PixelCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds uint8 NHWC calibration pixels to the quantiser in batches under the model's input name."""
+
+    def __init__(self, input_name: str, pixels: np.ndarray, batch_size: int = 16) -> None:
+        self.input_name = input_name
+        self.pixels = pixels
+        self.batch_size = batch_size
+        self._start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next calibration batch, or None when all pixels were fed."""
+        if self._start >= len(self.pixels):
+            return None
+        batch = np.ascontiguousarray(self.pixels[self._start : self._start + self.batch_size])
+        self._start += self.batch_size
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self._start = 0
+
+
+def _input_name(path: Path) -> str:
+    model = onnx.load(str(path), load_external_data=False)
+    initialisers = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initialisers]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: expected one graph input, found {inputs}")
+    return str(inputs[0])
+
+
+def _copy_metadata(source: Path, target: Path) -> None:
+    """Carry the exporter's `metadata_props` over to a derived file (onnxruntime keeps them today; we guarantee it)."""
+    model = onnx.load(str(target))
+    set_metadata_props(model, metadata_props(source))
+    onnx.save(model, str(target))
+
+
+def quantize_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calibration_pixels: np.ndarray,
+    *,
+    per_channel: bool = True,
+    calibration: Calibration = "minmax",
+    batch_size: int = 16,
+) -> Path:
+    """Static INT8 quantisation (QDQ, uint8 activations, int8 weights) calibrated on uint8 NHWC pixels."""
+    check_pixels(calibration_pixels)
+    input_name = _input_name(fp32_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vitrine-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference plus onnxruntime's basic graph optimisations (e.g. batch norm folded into conv),
+        # so the quantiser sees the graph the runtime will run and can quantise every tensor of known shape.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            PixelCalibrationReader(input_name, calibration_pixels, batch_size),
+            # QDQ is what the CPU kernels are optimised for; uint8 activations with int8 weights is the
+            # x86 combination (VNNI u8s8 dot products). Weights use the full 8 bits (reduce_range=False),
+            # right for VNNI CPUs; pre-VNNI CPUs may saturate, accepted for the serving targets.
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=_CALIBRATION_METHODS[calibration],
+            calibration_providers=["CPUExecutionProvider"],
+        )
+    _copy_metadata(fp32_path, out_path)
+    log.info(
+        "quantised %s -> %s (%s calibration on %d images, per_channel=%s, %.1f MB)",
+        fp32_path, out_path, calibration, len(calibration_pixels), per_channel, out_path.stat().st_size / 1e6,
+    )
+    return out_path
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+    """FP16 weights and compute (for GPUs), keeping the uint8 input and float32 outputs."""
+    model = onnx.load(str(fp32_path))
+    # keep_io_types: the service still receives float32 logits and embeddings; the uint8 input is untouched.
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    set_metadata_props(converted, metadata_props(fp32_path))
+    onnx.checker.check_model(converted)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(converted, str(out_path))
+    log.info("converted %s -> %s (fp16, %.1f MB)", fp32_path, out_path, out_path.stat().st_size / 1e6)
+    return out_path
+
+
+def benchmark_cpu(
+    path: Path, pixels: np.ndarray, *, batch_size: int = 32, threads: int | None = None, seconds: float = 2.0
+) -> float:
+    """CPU throughput of an ONNX file in images per second, over repeated batches of `pixels`."""
+    check_pixels(pixels)
+    session = cpu_session(path, threads=threads)
+    input_name = session.get_inputs()[0].name
+    reps = -(-batch_size // len(pixels))
+    batch = np.ascontiguousarray(np.concatenate([pixels] * reps)[:batch_size])
+    session.run(None, {input_name: batch})  # warm-up: allocations and kernel selection
+    images = 0
+    start = time.perf_counter()
+    elapsed = 0.0
+    while elapsed < seconds:
+        session.run(None, {input_name: batch})
+        images += len(batch)
+        elapsed = time.perf_counter() - start
+    rate = images / elapsed
+    log.info("%s: %.1f images/s on CPU (batch %d, threads %s)", path.name, rate, batch_size, threads)
+    return rate

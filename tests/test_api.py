@@ -1,0 +1,127 @@
+"""The HTTP contract over a tiny real model: shapes, per-item and whole-request errors, health, models, docs."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.images import encode, photo, png_bomb
+
+
+def files(blobs: list[bytes], name: str = "images") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(name, (f"{i}.jpg", blob, "image/jpeg")) for i, blob in enumerate(blobs)]
+
+
+def test_classify_multipart_answers_each_image_in_order(client: TestClient, photos: list[bytes]) -> None:
+    response = client.post("/classify", files=files(photos[:3]))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == {"name": "tiny", "version": 1, "provider": "cpu", "precision": "fp32"}
+    assert [r["index"] for r in body["results"]] == [0, 1, 2]
+    labels = client.get("/models").json()["models"][0]["heads"]
+    article = next(h["labels"] for h in labels if h["name"] == "articleType")
+    for result in body["results"]:
+        assert result["status"] == "ok"
+        category = result["category"]
+        assert category["label"] in article and 0 <= category["score"] <= 1
+        assert {"label", "score"} <= category["master"].keys() and {"label", "score"} <= category["sub"].keys()
+        assert len(result["top_k"]) == 5
+        assert result["top_k"][0]["label"] == category["label"]
+        scores = [t["score"] for t in result["top_k"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_same_image_gets_the_same_answer_in_any_batch(client: TestClient, photos: list[bytes]) -> None:
+    alone = client.post("/classify", files=files([photos[4]])).json()["results"][0]
+    together = client.post("/classify", files=files([photos[1], photos[4], photos[2]])).json()["results"][1]
+    assert alone["category"]["label"] == together["category"]["label"]
+    assert abs(alone["category"]["score"] - together["category"]["score"]) < 1e-5
+
+
+def test_attributes_json_base64_with_top_k(client: TestClient, photos: list[bytes]) -> None:
+    payload = {"images": [base64.b64encode(photos[0]).decode()]}
+    response = client.post("/attributes?top_k=2", json=payload)
+    assert response.status_code == 200
+    attributes = response.json()["results"][0]["attributes"]
+    assert set(attributes) == {"colour", "gender", "season", "usage"}
+    for value in attributes.values():
+        assert len(value["top_k"]) == 2 and value["label"] == value["top_k"][0]["label"]
+
+
+def test_raw_image_body(client: TestClient, photos: list[bytes]) -> None:
+    response = client.post("/classify", content=photos[0], headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200 and response.json()["results"][0]["status"] == "ok"
+
+
+def test_formats_and_bad_images_are_answered_per_item(client: TestClient, photos: list[bytes]) -> None:
+    blobs = [
+        photos[0], b"plain text", encode(photo().convert("RGBA"), "PNG"), b"",
+        encode(photo(), "WEBP"), png_bomb(), encode(photo(), "BMP"), photos[0][:200],
+    ]
+    results = client.post("/classify", files=files(blobs)).json()["results"]
+    codes = [r["error"]["code"] if r["status"] == "error" else "ok" for r in results]
+    assert codes == ["ok", "unsupported_format", "ok", "invalid_image", "ok", "image_too_large", "ok",
+                     "invalid_image"]
+
+
+def test_invalid_base64_is_a_per_item_error(client: TestClient, photos: list[bytes]) -> None:
+    payload = {"images": ["%%%not base64", base64.b64encode(photos[0]).decode(), 12]}
+    results = client.post("/attributes", json=payload).json()["results"]
+    assert [r["status"] for r in results] == ["error", "ok", "error"]
+    assert results[0]["error"]["code"] == "invalid_image"
+
+
+def test_whole_request_errors(client: TestClient, photos: list[bytes], tiny_settings: Settings) -> None:
+    cases = [
+        (client.post("/classify", json={"images": []}), 400, "no_images"),
+        (client.post("/classify", files=files([photos[0]], name="other")), 400, "no_images"),
+        (client.post("/classify", files=files([photos[0]] * 17)), 413, "too_many_images"),
+        (client.post("/classify", json={"images": [""] * 17}), 413, "too_many_images"),
+        (client.post("/classify", content=b"{broken", headers={"content-type": "application/json"}), 400,
+         "malformed_body"),
+        (client.post("/classify", json={"pictures": []}), 400, "malformed_body"),
+        (client.post("/classify", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}),
+         400, "malformed_body"),
+        (client.post("/classify", content=b"hello", headers={"content-type": "text/plain"}), 415,
+         "unsupported_media_type"),
+        (client.post("/classify", content=b"x" * (tiny_settings.max_request_bytes + 1),
+                     headers={"content-type": "image/jpeg"}), 413, "payload_too_large"),
+        (client.post("/classify?top_k=0", files=files([photos[0]])), 422, "invalid_parameter"),
+        (client.get("/nowhere"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, (code, response.text)
+        assert response.json()["error"]["code"] == code
+        assert response.json()["error"]["message"]
+
+
+def test_oversized_single_image_is_a_per_item_error(client: TestClient, photos: list[bytes]) -> None:
+    big = encode(photo().resize((1500, 2000)), "PNG")
+    assert len(big) > 500_000
+    results = client.post("/classify", files=files([big, photos[0]])).json()["results"]
+    assert results[0]["error"]["code"] == "image_too_large" and results[1]["status"] == "ok"
+
+
+def test_health_models_and_docs(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "alive"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["warmed_batch_sizes"] == [1, 8]
+    model = client.get("/models").json()["models"][0]
+    assert model["provider"] == "cpu" and model["input"]["size"] == 32
+    assert [h["key"] for h in model["heads"]] == ["article", "sub", "master", "colour", "gender", "season", "usage"]
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/classify"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= body.keys()
+    assert client.get("/docs").status_code == 200
+
+
+def test_not_ready_before_start(tiny_settings: Settings) -> None:
+    client = TestClient(create_app(tiny_settings))  # no `with`: the lifespan (load, warm-up) has not run
+    assert client.get("/health/live").status_code == 200
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+    assert ready.headers["Retry-After"]
+    assert client.post("/classify", content=b"x", headers={"content-type": "image/jpeg"}).status_code == 503

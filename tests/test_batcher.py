@@ -1,0 +1,153 @@
+"""Dynamic batching: pooling across submitters, order, caps, failures, overload, cancellation, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batcher import Batcher
+from app.errors import InferenceFailed, NotReady, Overloaded
+from app.metrics import Metrics
+
+
+class Model:
+    """A real function of its input (each row's id back), recording batch sizes."""
+
+    def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
+        self.sizes: list[int] = []
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.concurrent = 0
+        self.max_concurrent = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            self.sizes.append(len(batch))
+            time.sleep(self.delay_s)
+            if self.fail_on is not None and (batch == self.fail_on).any():
+                raise RuntimeError("boom")
+            return {"id": batch.reshape(len(batch), -1)[:, 0].astype(np.int64)}
+        finally:
+            with self._lock:
+                self.concurrent -= 1
+
+
+def item(value: int) -> np.ndarray:
+    return np.full((2, 2, 3), value, dtype=np.uint8)
+
+
+def make(model: Model, **kwargs: float) -> Batcher:
+    options = {"max_batch_size": 8, "max_delay_s": 0.02, "max_queue_size": 64, **kwargs}
+    return Batcher(model, metrics=Metrics(), **options)  # type: ignore[arg-type]
+
+
+async def started(batcher: Batcher) -> Batcher:
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_single_images_are_pooled_and_answered_in_order() -> None:
+    async def scenario() -> None:
+        model = Model(delay_s=0.01)
+        batcher = await started(make(model))
+
+        async def client(value: int) -> int:
+            (future,) = batcher.submit([item(value)])
+            return int((await future)["id"])
+
+        results = await asyncio.gather(*(client(v) for v in range(48)))
+        await batcher.stop()
+        assert results == list(range(48))
+        assert np.mean(model.sizes) > 2, model.sizes
+        assert max(model.sizes) <= 8
+        assert model.max_concurrent == 1  # one batch in flight
+
+    asyncio.run(scenario())
+
+
+def test_a_large_request_is_spread_over_capped_batches() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher = await started(make(model))
+        futures = batcher.submit([item(v) for v in range(30)])
+        values = [int((await f)["id"]) for f in futures]
+        await batcher.stop()
+        assert values == list(range(30))
+        assert model.sizes == [8, 8, 8, 6]
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_image_waits_at_most_about_the_delay() -> None:
+    async def scenario() -> None:
+        batcher = await started(make(Model(), max_delay_s=0.05))
+        begin = time.monotonic()
+        (future,) = batcher.submit([item(1)])
+        await future
+        waited = time.monotonic() - begin
+        await batcher.stop()
+        assert 0.04 <= waited < 1.0
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_batch_fails_only_its_items() -> None:
+    async def scenario() -> None:
+        model = Model(fail_on=7)
+        batcher = await started(make(model, max_batch_size=2, max_delay_s=0.0))
+        bad = batcher.submit([item(7), item(8)])
+        for future in bad:
+            with pytest.raises(InferenceFailed):
+                await future
+        (good,) = batcher.submit([item(9)])
+        assert int((await good)["id"]) == 9
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_refuses_at_once_with_retry_after() -> None:
+    async def scenario() -> None:
+        batcher = await started(make(Model(delay_s=0.05), max_queue_size=4))
+        batcher.submit([item(1)] * 4)
+        with pytest.raises(Overloaded) as refused:
+            batcher.submit([item(2)])
+        assert refused.value.headers["Retry-After"]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_items_are_not_run() -> None:
+    async def scenario() -> None:
+        model = Model()
+        batcher = await started(make(model, max_delay_s=0.05))
+        futures = batcher.submit([item(1), item(2), item(3)])
+        futures[1].cancel()
+        await asyncio.gather(futures[0], futures[2])
+        await batcher.stop()
+        assert sum(model.sizes) == 2
+
+    asyncio.run(scenario())
+
+
+def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
+    async def scenario() -> None:
+        model = Model(delay_s=0.02)
+        batcher = await started(make(model, max_batch_size=4))
+        futures = batcher.submit([item(v) for v in range(12)])
+        await batcher.stop()
+        assert all(f.done() and not f.cancelled() for f in futures)
+        assert [int(f.result()["id"]) for f in futures] == list(range(12))
+        with pytest.raises(NotReady):
+            batcher.submit([item(1)])
+
+    asyncio.run(scenario())

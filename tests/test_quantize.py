@@ -1,0 +1,173 @@
+"""Tests for export/quantize.py: static INT8 (QDQ) and FP16 variants of an exported model, CPU throughput."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from app.preprocess import decode
+from app.schema import Head, ModelMetadata, Preprocessing
+from export.convert import cpu_session, export_onnx, onnx_outputs, read_onnx_metadata
+from export.network import MultiHeadClassifier
+from export.quantize import benchmark_cpu, convert_fp16, quantize_int8
+
+SIZE = 32
+FEATURES = 32
+HEAD_SIZES = {"articleType": 5, "baseColour": 4}
+CATALOGUE = Path(__file__).parent / "data" / "catalogue"
+OUTPUTS = ["articleType", "baseColour", "embedding"]
+
+
+class TinyVGG(nn.Module):
+    """Three conv-BN-ReLU blocks (two pooled) and global average pooling: NCHW float to (N, 32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.layers = nn.Sequential(
+            *block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, FEATURES)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps: torch.Tensor = self.layers(x)
+        return maps.mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    spec = Preprocessing(size=SIZE)
+    return np.stack([decode(path.read_bytes(), spec) for path in sorted(CATALOGUE.glob("*.jpg"))])
+
+
+@pytest.fixture(scope="module")
+def meta() -> ModelMetadata:
+    return ModelMetadata(
+        name="tiny",
+        version=1,
+        architecture="tiny-vgg",
+        preprocessing=Preprocessing(size=SIZE),
+        heads=[
+            Head(name="articleType", output="articleType", key="type", role="category", level="article",
+                 labels=["a", "b", "c", "d", "e"]),
+            Head(name="baseColour", output="baseColour", key="colour", role="attribute", labels=["w", "x", "y", "z"]),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def fp32(pixels: np.ndarray, meta: ModelMetadata, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = MultiHeadClassifier(TinyVGG(), FEATURES, HEAD_SIZES)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():  # batch-norm statistics from real images, as after training
+        model.train()(torch.from_numpy(pixels))
+        model.eval()
+        # Standardise each head's logits over the images so that predictions vary from image to image
+        # (random heads on positive pooled features pick one class for every image: agreement would be trivial).
+        features: torch.Tensor = model.backbone(model.normalise(torch.from_numpy(pixels)))
+        for head in model.heads.values():
+            assert isinstance(head, nn.Linear)
+            logits = features @ head.weight.T
+            head.weight /= logits.std(dim=0, keepdim=True).T
+            head.bias.copy_(-(features @ head.weight.T).mean(dim=0))
+    return export_onnx(model.eval(), meta, tmp_path_factory.mktemp("fp32") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def reference(fp32: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    return onnx_outputs(fp32, pixels, threads=1)
+
+
+@pytest.fixture(scope="module")
+def int8(fp32: Path, pixels: np.ndarray) -> Path:
+    return quantize_int8(fp32, fp32.parent / "model.int8.onnx", pixels[:32])
+
+
+@pytest.fixture(scope="module")
+def fp16(fp32: Path) -> Path:
+    return convert_fp16(fp32, fp32.parent / "model.fp16.onnx")
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+
+
+def test_int8_has_per_channel_qdq_and_keeps_io_types(int8: Path) -> None:
+    onnx.checker.check_model(str(int8))
+    graph = onnx.load(str(int8)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    int8_weights = [w for w in weights.values() if w.dtype == np.int8 and w.ndim == 4]
+    assert len(int8_weights) == 3  # every convolution's weights are stored as int8
+    # Per-channel: the convolution weights' dequantisation scales are vectors, one per output channel.
+    weight_scales = [
+        weights[node.input[1]]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and weights.get(node.input[0], np.empty(0)).ndim == 4
+    ]
+    assert weight_scales and all(scale.ndim == 1 and scale.size > 1 for scale in weight_scales)
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in graph.output] == OUTPUTS
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in graph.output)
+
+
+def test_int8_agrees_with_fp32(int8: Path, pixels: np.ndarray, reference: dict[str, np.ndarray]) -> None:
+    produced = onnx_outputs(int8, pixels, threads=1)
+    assert all(len(np.unique(reference[head].argmax(axis=1))) == n for head, n in HEAD_SIZES.items())
+    assert all(v.dtype == np.float32 for v in produced.values())
+    for head in HEAD_SIZES:
+        # Measured 0.94-0.96 on these 48 images; a broken quantisation lands near chance (0.2-0.25).
+        assert agreement(produced[head], reference[head]) >= 0.85, head
+        error = np.abs(produced[head] - reference[head]).max() / np.abs(reference[head]).max()
+        assert error < 0.1, head
+    cosine = np.sum(produced["embedding"] * reference["embedding"], axis=1)
+    assert cosine.min() > 0.98
+    assert not np.allclose(produced["articleType"], reference["articleType"], atol=1e-6)  # really quantised
+
+
+def test_int8_and_fp16_keep_metadata(fp32: Path, int8: Path, fp16: Path, meta: ModelMetadata) -> None:
+    assert read_onnx_metadata(int8) == meta
+    assert read_onnx_metadata(fp16) == meta
+    assert read_onnx_metadata(fp32) == meta
+
+
+def test_int8_rejects_float_calibration_pixels(fp32: Path, pixels: np.ndarray, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        quantize_int8(fp32, tmp_path / "q.onnx", pixels.astype(np.float32))
+
+
+def test_fp16_runs_on_cpu_close_to_fp32(fp16: Path, pixels: np.ndarray, reference: dict[str, np.ndarray]) -> None:
+    onnx.checker.check_model(str(fp16))
+    graph = onnx.load(str(fp16)).graph
+    float_types = {i.data_type for i in graph.initializer} & {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    conv_weights = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+    assert all(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer if i.name in conv_weights)
+    assert onnx.TensorProto.FLOAT16 in float_types
+    session = cpu_session(fp16, threads=1)
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    assert [o.type for o in session.get_outputs()] == ["tensor(float)"] * 3
+    produced = onnx_outputs(fp16, pixels, threads=1)
+    for name in OUTPUTS:
+        assert produced[name].dtype == np.float32
+        scale = float(np.abs(reference[name]).max())
+        np.testing.assert_allclose(produced[name], reference[name], atol=1e-2 * scale, err_msg=name)
+    for head in HEAD_SIZES:
+        assert agreement(produced[head], reference[head]) >= 0.95, head
+
+
+def test_benchmark_cpu_reports_images_per_second(int8: Path, pixels: np.ndarray) -> None:
+    rate = benchmark_cpu(int8, pixels[:3], batch_size=8, threads=1, seconds=0.2)
+    assert math.isfinite(rate) and rate > 0

@@ -1,0 +1,78 @@
+"""onnxruntime session: provider read-back, signature checks, softmax outputs, warm-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.errors import ModelLoadError
+from app.repository import resolve
+from app.runtime import Runtime, choose_precision, cuda_available, softmax
+from app.schema import ModelMetadata
+from tests.tiny_model import HEADS, make_repository
+
+
+def load(repo: Path, **kwargs: object) -> Runtime:
+    options = {"precision": "auto", "providers": "cpu", "intra_op_threads": 1, **kwargs}
+    return Runtime(resolve(repo, "tiny"), **options)  # type: ignore[arg-type]
+
+
+def test_runs_and_reports_the_cpu_provider(tiny_repo: Path) -> None:
+    runtime = load(tiny_repo)
+    assert runtime.provider == "cpu" and runtime.precision == "fp32"
+    out = runtime.run(np.full((3, 32, 32, 3), 200, dtype=np.uint8))
+    for head in HEADS:
+        probs = out[head.output]
+        assert probs.shape == (3, len(head.labels))
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
+    assert out["embedding"].shape == (3, 12)
+
+
+def test_warm_up_covers_the_batch_shapes(tiny_repo: Path) -> None:
+    assert load(tiny_repo).warm_up(16) == [1, 16]
+
+
+def test_labels_that_do_not_match_the_outputs_are_refused(tiny_repo: Path) -> None:
+    folder = tiny_repo / "tiny" / "1"
+    meta = ModelMetadata.read(folder)
+    meta.heads[0].labels.append("Extra")
+    meta.write(folder)
+    with pytest.raises(ModelLoadError, match="classes"):
+        load(tiny_repo)
+
+
+def test_wrong_input_size_is_refused(tiny_repo: Path) -> None:
+    folder = tiny_repo / "tiny" / "1"
+    meta = ModelMetadata.read(folder)
+    meta.preprocessing.size = 48
+    meta.write(folder)
+    with pytest.raises(ModelLoadError, match="input shape"):
+        load(tiny_repo)
+
+
+def test_corrupt_model_file_is_refused(tiny_repo: Path) -> None:
+    (tiny_repo / "tiny" / "1" / "model.onnx").write_bytes(b"\x08\x01garbage")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load(tiny_repo)
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the CPU-only build")
+def test_asking_for_cuda_without_it_fails_loudly(tiny_repo: Path) -> None:
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        load(tiny_repo, providers="cuda")
+
+
+def test_precision_choice(tmp_path: Path) -> None:
+    make_repository(tmp_path)
+    version = resolve(tmp_path, "tiny")
+    assert choose_precision(version, "auto", "cpu") == "fp32"
+    version.metadata.files.update({"int8": "a.onnx", "fp16": "b.onnx"})
+    assert choose_precision(version, "auto", "cpu") == "int8"
+    assert choose_precision(version, "fp16", "cpu") == "fp16"
+
+
+def test_softmax_is_stable() -> None:
+    probs = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]], dtype=np.float32))
+    assert np.allclose(probs, [[1.0, 0.0], [0.5, 0.5]])

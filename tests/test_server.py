@@ -1,0 +1,82 @@
+"""A real server on loopback: concurrent clients are batched together and the metrics move."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tiny_settings: Settings) -> Iterator[str]:
+    """uvicorn serving the tiny model on 127.0.0.1 in a background thread."""
+    settings = tiny_settings.model_copy(update={"max_batch_size": 16, "max_batch_delay_ms": 50.0,
+                                                 "max_queue_size": 256})
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{config.port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("server did not become ready")
+    yield url
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_48_concurrent_one_image_clients_are_batched(server: str, photos: list[bytes]) -> None:
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+            async def one(i: int) -> int:
+                files = {"images": (f"{i}.jpg", photos[i % len(photos)], "image/jpeg")}
+                response = await client.post("/classify", files=files)
+                assert response.json()["results"][0]["status"] == "ok"
+                return response.status_code
+
+            return await asyncio.gather(*(one(i) for i in range(48)))
+
+    before = httpx.get(f"{server}/metrics").text
+    assert all(status == 200 for status in asyncio.run(run()))
+    after = httpx.get(f"{server}/metrics").text
+    runs = metric(after, "vitrine_batch_size_count") - metric(before, "vitrine_batch_size_count")
+    images = metric(after, "vitrine_batch_size_sum") - metric(before, "vitrine_batch_size_sum")
+    assert images == 48
+    assert images / runs > 2, f"mean batch size {images / runs:.2f}"
+    assert metric(after, 'vitrine_images_total{endpoint="classify",outcome="ok"}') >= 48
+    assert metric(after, 'vitrine_requests_total{endpoint="classify",status="200"}') >= 48
+    for name in ("vitrine_queue_wait_seconds_count", "vitrine_inference_duration_seconds_count",
+                 "vitrine_decode_duration_seconds_count", 'vitrine_request_duration_seconds_count{endpoint="classify"}'):
+        assert metric(after, name) > 0, name
+    assert re.search(r'^vitrine_model_info\{.*provider="cpu".*\} 1\.0$', after, re.MULTILINE)
+    assert "process_resident_memory_bytes" in after
+    assert re.search(r"^vitrine_queue_depth 0\.0$", after, re.MULTILINE)

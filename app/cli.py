@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
+
+import uvicorn
 
 from app.errors import ModelLoadError
 
 
 def serve(argv: list[str]) -> int:
     """Start one uvicorn worker with the app; every setting also comes from VITRINE_* variables."""
-    import uvicorn
-
     from app.main import create_app
     from app.settings import Settings
 
@@ -36,11 +39,30 @@ def serve(argv: list[str]) -> int:
         print(f"vitrine: cannot load model: {exc.message}", file=sys.stderr)
         return 2
     # One worker: the batcher, the session and the metrics registry live in this process.
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level,
         loop="auto", http="auto", access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
-    return 0
+    server = GracefulServer(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM/SIGINT ending in a finished drain exits 0.
+
+    uvicorn re-raises the captured signal after its graceful shutdown, so the process would end with
+    status -15 even though every accepted request was answered.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

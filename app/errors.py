@@ -41,7 +41,6 @@ class NoImages(BadRequest):
 
 
 class TooManyImages(BadRequest):
-    status = 413
     code = "too_many_images"
 
 

@@ -20,7 +20,7 @@ from app import __version__
 from app.access import ApiKeys
 from app.errors import ClientClosed, NotReady, VitrineError
 from app.metrics import Metrics
-from app.responses import ERRORS, IMAGES_BODY, AttributesResponse, ClassifyResponse, FastJSON
+from app.responses import ERRORS, images_body, AttributesResponse, ClassifyResponse, FastJSON
 from app.service import Endpoint, Recognizer
 from app.settings import Settings
 from app.uploads import BodyLimit, read_images
@@ -118,7 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                              dict(exc.headers or {}))  # 405 carries Allow
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> Response:
@@ -145,16 +146,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         work.cancel()  # the client went away: its queued images are dropped before they reach the model
         raise ClientClosed("the client closed the connection")
 
+    body = images_body(settings.max_images_per_request)
     top_k_query = Query(None, ge=1, le=100, description="How many labels to list per head (default 5).")
 
     @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
-              openapi_extra={"requestBody": IMAGES_BODY}, summary="Category of each product photo")
+              openapi_extra={"requestBody": body}, summary="Category of each product photo")
     async def classify(request: Request, top_k: int | None = top_k_query) -> Response:
         """Article type with its master and sub category, and the top-k article types, per image."""
         return FastJSON(await answer(request, "classify", top_k))
 
     @app.post("/attributes", response_model=AttributesResponse, responses=ERRORS,
-              openapi_extra={"requestBody": IMAGES_BODY}, summary="Attributes of each product photo")
+              openapi_extra={"requestBody": body}, summary="Attributes of each product photo")
     async def attributes(request: Request, top_k: int | None = top_k_query) -> Response:
         """Colour, gender, season, usage (every non-category head), each with its top-k, per image."""
         return FastJSON(await answer(request, "attributes", top_k))

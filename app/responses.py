@@ -74,20 +74,23 @@ class AttributesResponse(BaseModel):
     results: list[AttributesResult]
 
 
-IMAGES_BODY: dict[str, Any] = {
+def images_body(max_images: int) -> dict[str, Any]:
+    """The request body of the image endpoints, with the configured image limit."""
+    images = {"type": "array", "minItems": 1, "maxItems": max_images}
+    return {
     "required": True,
     "content": {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "properties": {"images": {**images, "items": {"type": "string", "format": "binary"}}},
                 "required": ["images"],
             },
         },
         "application/json": {
             "schema": {
                 "type": "object",
-                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "byte"}}},
+                "properties": {"images": {**images, "items": {"type": "string", "format": "byte"}}},
                 "required": ["images"],
             },
             "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD..."]},
@@ -95,13 +98,13 @@ IMAGES_BODY: dict[str, Any] = {
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
         "image/png": {"schema": {"type": "string", "format": "binary"}},
     },
-}
+    }
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
-        (400, "Malformed request (no images, bad multipart or JSON)"),
-        (413, "Too many images or body too large"),
+        (400, "Malformed request (no images, too many images, bad multipart or JSON)"),
+        (413, "Body too large"),
         (415, "Unsupported content type"),
         (422, "Invalid query parameter"),
         (500, "Internal error"),

@@ -69,6 +69,7 @@ class Recognizer:
             max_queue_size=settings.max_queue_size, metrics=metrics,
         )
         self.warmed_batch_sizes: list[int] = []
+        self.answered_images = 0
         metrics.model_info.info({"name": meta.name, "version": str(meta.version), "provider": self.runtime.provider,
                                  "precision": self.runtime.precision})
 
@@ -88,6 +89,7 @@ class Recognizer:
         """Finish queued and in-flight work, then release threads."""
         await self.batcher.stop()
         self._decode_pool.shutdown(wait=True)
+        log.info("stopped: answered %d images since start", self.answered_images)
 
     def describe(self) -> dict[str, Any]:
         """What `/models` shows: identity, provider in use, input, heads and labels."""
@@ -138,6 +140,7 @@ class Recognizer:
             if isinstance(outcome, dict):
                 results.append(self._result(endpoint, index, outcome, top_k))
                 self.metrics.images.labels(endpoint, "ok").inc()
+                self.answered_images += 1
             elif isinstance(outcome, ImageError):
                 results.append({"index": index, "status": "error",
                                 "error": {"code": outcome.code, "message": outcome.message}})

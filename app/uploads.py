@@ -62,13 +62,10 @@ async def _multipart(request: Request, max_images: int) -> list[Blob]:
         raise MalformedBody(f"the multipart body could not be parsed: {detail}") from exc
     try:
         parts = form.getlist(FIELD)
-        blobs: list[Blob] = []
-        for part in parts:
-            if isinstance(part, UploadFile):
-                blobs.append(await part.read())
-            else:
-                blobs.append(ImageError(f"part '{FIELD}' is a text field, not a file"))
-        return blobs
+        if not all(isinstance(part, UploadFile) for part in parts):
+            # A part without a filename arrives as decoded text: its image bytes are already lost.
+            raise MalformedBody(f"each '{FIELD}' part must be a file upload (Content-Disposition with a filename)")
+        return [await part.read() for part in parts if isinstance(part, UploadFile)]
     finally:
         await form.close()
 
@@ -80,16 +77,14 @@ def _json(body: bytes, max_images: int) -> list[Blob]:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get(FIELD), list):
+    if (not isinstance(payload, dict) or not isinstance(payload.get(FIELD), list)
+            or not all(isinstance(item, str) for item in payload[FIELD])):
         raise MalformedBody(f"expected a JSON object with a list '{FIELD}' of base64 strings")
     items = payload[FIELD]
     if len(items) > max_images:
         raise TooManyImages(f"{len(items)} images in one request; the limit is {max_images}")
     blobs: list[Blob] = []
     for item in items:
-        if not isinstance(item, str):
-            blobs.append(ImageError("item is not a base64 string"))
-            continue
         if item.startswith("data:") and "," in item:
             item = item.split(",", 1)[1]  # data URLs: data:image/jpeg;base64,...
         try:

@@ -50,6 +50,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
         step.add_argument("--min-class-count", type=int, help="override the minimum images per class")
         step.add_argument("--size", type=int, help="override the input size in pixels")
+        step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
+        step.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
     return parser.parse_args(argv)
 
 
@@ -61,6 +63,8 @@ def _config(args: argparse.Namespace) -> ExportConfig:
             setattr(config.train, key, value)
     if args.limit is not None:
         config.data.limit = args.limit
+    if args.max_int8_drop is not None:
+        config.max_int8_top1_drop = args.max_int8_drop
     if args.min_class_count is not None:
         config.data.min_class_count = args.min_class_count
     return config
@@ -75,12 +79,12 @@ def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
 
 
 def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version: int | None, *,
-            overwrite: bool, reproduce: str) -> Path:
+            overwrite: bool, reproduce: str, bench_seconds: float = 3.0) -> Path:
     """Evaluate, export FP32/INT8/FP16 ONNX with parity and accuracy checks, and write the version folder."""
     classes = splits.train.classes
     model = load_trained(work, classes, config)
     folder, version = version_folder(out, version, overwrite=overwrite)
-    meta = metadata(config, classes, version)
+    meta = metadata(config, classes, version, name=out.name)  # the repository folder names the model
     heads = [h.column for h in config.heads]
 
     temperatures = fit_temperatures(predict(model, splits.val.pixels), splits.val.labels)
@@ -96,7 +100,8 @@ def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version
              parity.max_abs_logit_diff, parity.top1_agreement)
 
     rng = np.random.default_rng(config.train.seed)
-    calibration = splits.train.pixels[rng.choice(len(splits.train), config.calibration_images, replace=False)]
+    count = min(config.calibration_images, len(splits.train))
+    calibration = splits.train.pixels[rng.choice(len(splits.train), count, replace=False)]
     quantize_int8(fp32, folder / FILES["int8"], calibration)
     convert_fp16(fp32, folder / FILES["fp16"])
     meta.files = dict(FILES)
@@ -107,7 +112,8 @@ def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version
         probs = {h: softmax(outputs[h].astype(np.float32)) for h in heads}
         meta.metrics[precision] = summarise(probs, splits.test)
         if precision != "fp16":  # FP16 is for GPUs; its CPU speed says nothing
-            speed[precision] = benchmark_cpu(folder / name, splits.test.pixels[:256], batch_size=32, seconds=3.0)
+            speed[precision] = benchmark_cpu(folder / name, splits.test.pixels[:256], batch_size=32,
+                                             seconds=bench_seconds)
     drops = {h: meta.metrics["fp32"][f"{h}.top1"] - meta.metrics["int8"][f"{h}.top1"] for h in heads}
     log.info("INT8 top-1 change per head (points): %s", {h: round(-100 * d, 2) for h, d in drops.items()})
     worst = max(drops, key=lambda h: drops[h])
@@ -145,5 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         run_train(splits, config, work)
     if args.step in ("build", "package"):
         reproduce = "vitrine export " + " ".join(shlex.quote(a) for a in argv)
-        package(splits, config, work, args.out, args.version, overwrite=args.overwrite, reproduce=reproduce)
+        package(splits, config, work, args.out, args.version, overwrite=args.overwrite, reproduce=reproduce,
+                bench_seconds=args.bench_seconds)
     return 0

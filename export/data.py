@@ -153,9 +153,13 @@ def split(catalogue: Catalogue, config: DataConfig, seed: int) -> tuple[Catalogu
     if strat is not None and min(Counter(strat.tolist()).values()) < 3:
         strat = None  # too few rows per class to stratify (tiny smoke data)
     holdout = config.val_fraction + config.test_fraction
+    if strat is not None and len(index) * min(config.val_fraction, config.test_fraction) < len(set(strat.tolist())):
+        strat = None  # a split smaller than the number of classes cannot hold one of each
     train_idx, rest = train_test_split(index, test_size=holdout, random_state=seed, stratify=strat)
     rest_strat = strat[rest] if strat is not None else None
-    if rest_strat is not None and min(Counter(rest_strat.tolist()).values()) < 2:
+    if rest_strat is not None and (
+        min(Counter(rest_strat.tolist()).values()) < 2 or len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist()))
+    ):
         rest_strat = None
     val_idx, test_idx = train_test_split(
         rest, test_size=config.test_fraction / holdout, random_state=seed, stratify=rest_strat

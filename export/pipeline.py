@@ -90,14 +90,14 @@ def load_trained(work: Path, classes: dict[str, list[str]], config: ExportConfig
     return model.eval()
 
 
-def metadata(config: ExportConfig, classes: dict[str, list[str]], version: int) -> ModelMetadata:
+def metadata(config: ExportConfig, classes: dict[str, list[str]], version: int, *, name: str | None = None) -> ModelMetadata:
     """Model metadata for a trained model: heads in output order, labels as in the CSV."""
     heads = [
         Head(name=h.column, output=h.column, key=h.key, role=h.role, level=h.level, labels=classes[h.column])
         for h in config.heads
     ]
     return ModelMetadata(
-        name=config.name, version=version, preprocessing=preprocessing(config), heads=heads,
+        name=name or config.name, version=version, preprocessing=preprocessing(config), heads=heads,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -23,11 +24,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def server(tiny_settings: Settings) -> Iterator[str]:
-    """uvicorn serving the tiny model on 127.0.0.1 in a background thread."""
-    settings = tiny_settings.model_copy(update={"max_batch_size": 16, "max_batch_delay_ms": 50.0,
-                                                 "max_queue_size": 256})
+@contextmanager
+def running(settings: Settings) -> Iterator[str]:
+    """uvicorn serving `settings` on 127.0.0.1 in a background thread; yields the base URL."""
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
@@ -43,9 +42,20 @@ def server(tiny_settings: Settings) -> Iterator[str]:
         time.sleep(0.05)
     else:
         raise RuntimeError("server did not become ready")
-    yield url
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield url
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(tiny_settings: Settings) -> Iterator[str]:
+    """The tiny model behind a real server, batching up to 16 images for at most 50 ms."""
+    settings = tiny_settings.model_copy(update={"max_batch_size": 16, "max_batch_delay_ms": 50.0,
+                                                 "max_queue_size": 256})
+    with running(settings) as url:
+        yield url
 
 
 def metric(text: str, name: str) -> float:
@@ -80,3 +90,15 @@ def test_48_concurrent_one_image_clients_are_batched(server: str, photos: list[b
     assert re.search(r'^vitrine_model_info\{.*provider="cpu".*\} 1\.0$', after, re.MULTILINE)
     assert "process_resident_memory_bytes" in after
     assert re.search(r"^vitrine_queue_depth 0\.0$", after, re.MULTILINE)
+
+
+def test_images_of_a_client_that_went_away_are_not_run(tiny_settings: Settings, photos: list[bytes]) -> None:
+    settings = tiny_settings.model_copy(update={"max_batch_size": 64, "max_batch_delay_ms": 600.0})
+    with running(settings) as url:
+        files = [("images", (f"{i}.jpg", photos[i], "image/jpeg")) for i in range(3)]
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/classify", files=files, timeout=0.2)  # gives up, closing the connection
+        time.sleep(1.0)  # past the batch delay: the images would have run by now
+        text = httpx.get(f"{url}/metrics").text
+        assert metric(text, "vitrine_batch_size_sum") == 0
+        assert metric(text, 'vitrine_requests_total{endpoint="classify",status="499"}') == 1

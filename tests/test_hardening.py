@@ -1,0 +1,175 @@
+"""Failure modes: API keys, deadlines, disconnects, failing batches, bad models at start, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.test_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def jpeg_files(photos: list[bytes], n: int = 1) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("images", (f"{i}.jpg", photos[i % len(photos)], "image/jpeg")) for i in range(n)]
+
+
+def test_api_keys_guard_the_model_endpoints(tiny_settings: Settings, photos: list[bytes]) -> None:
+    settings = tiny_settings.model_copy(update={"api_keys": "alpha, beta"})
+    settings = Settings(**{**tiny_settings.model_dump(), "api_keys": "alpha, beta"})
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/classify", files=jpeg_files(photos))
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert client.post("/classify", files=jpeg_files(photos), headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/models").status_code == 401
+        assert client.post("/classify", files=jpeg_files(photos), headers={"X-API-Key": "beta"}).status_code == 200
+        ok = client.post("/attributes", files=jpeg_files(photos), headers={"Authorization": "Bearer alpha"})
+        assert ok.status_code == 200
+        assert client.get("/health/ready").status_code == 200 and client.get("/metrics").status_code == 200
+        assert 'vitrine_requests_total{endpoint="classify",status="401"} 2.0' in client.get("/metrics").text
+    protected = Settings(**{**tiny_settings.model_dump(), "api_keys": "alpha", "protect_ops_endpoints": True})
+    with TestClient(create_app(protected)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/health/ready", headers={"X-API-Key": "alpha"}).status_code == 200
+
+
+def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    with TestClient(create_app(tiny_settings)) as client:
+        runtime = client.app.state.recognizer.runtime  # type: ignore[attr-defined]
+        real_run = runtime.run
+        calls = {"n": 0}
+
+        def failing_once(batch: np.ndarray) -> dict[str, np.ndarray]:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("onnxruntime: simulated kernel failure /internal/path")
+            return real_run(batch)
+
+        client.app.state.recognizer.batcher._run_batch = failing_once  # type: ignore[attr-defined]
+        failed = client.post("/classify", files=jpeg_files(photos, 2))
+        assert failed.status_code == 500
+        assert failed.json()["error"]["code"] == "inference_failed"
+        assert "/internal/path" not in failed.text
+        assert client.post("/classify", files=jpeg_files(photos, 2)).status_code == 200
+        assert client.get("/health/ready").status_code == 200
+
+
+def test_work_past_the_deadline_gets_504(tiny_settings: Settings, photos: list[bytes]) -> None:
+    settings = Settings(**{**tiny_settings.model_dump(), "request_timeout_ms": 50})
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        real_run = batcher._run_batch
+
+        def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+            time.sleep(0.3)
+            return real_run(batch)  # type: ignore[no-any-return]
+
+        batcher._run_batch = slow
+        response = client.post("/classify", files=jpeg_files(photos))
+        assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_settings: Settings, photos: list[bytes]) -> None:
+    settings = Settings(**{**tiny_settings.model_dump(), "max_queue_size": 4})
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/classify", files=jpeg_files(photos, 5))
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["code"] == "overloaded"
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("not ready")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "labels"])
+def test_a_bad_model_stops_start_up_with_one_line(tiny_repo: Path, damage: str) -> None:
+    folder = tiny_repo / "tiny" / "1"
+    if damage == "missing":
+        (folder / "model.onnx").unlink()
+    elif damage == "corrupt":
+        (folder / "model.onnx").write_bytes(b"\x00" * 100)
+    else:
+        text = (folder / "model.json").read_text().replace('"Handbags"', '"Handbags", "Extra"')
+        (folder / "model.json").write_text(text)
+    env = {"VITRINE_MODEL_REPOSITORY": str(tiny_repo), "VITRINE_MODEL_NAME": "tiny", "VITRINE_PROVIDERS": "cpu"}
+    process = serve(env, free_port())
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vitrine: cannot load model:"), lines
+
+
+def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos: list[bytes]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"VITRINE_MODEL_REPOSITORY": str(tiny_repo), "VITRINE_MODEL_NAME": "tiny", "VITRINE_PROVIDERS": "cpu",
+           "VITRINE_MAX_BATCH_DELAY_MS": "100", "VITRINE_MAX_BATCH_SIZE": "4", "VITRINE_SHUTDOWN_GRACE_S": "20"}
+    process = serve(env, port)
+    try:
+        wait_ready(url, process)
+
+        async def load() -> list[int | str]:
+            limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+                async def one(i: int) -> int | str:
+                    await asyncio.sleep(i * 0.01)
+                    try:
+                        response = await client.post("/classify", files=jpeg_files(photos[i % 8:], 3))
+                        assert response.status_code != 200 or len(response.json()["results"]) == 3
+                        return response.status_code
+                    except httpx.ConnectError:
+                        return "refused"  # not accepted: the listener had closed
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        return "reset"  # connected, but closed before the app took the request
+
+                async def terminate() -> None:
+                    await asyncio.sleep(0.15)
+                    process.send_signal(signal.SIGTERM)
+
+                results = await asyncio.gather(*(one(i) for i in range(40)), terminate())
+                return [r for r in results if r is not None]
+
+        outcomes = asyncio.run(load())
+        assert process.wait(timeout=30) == 0
+        assert set(outcomes) <= {200, "refused", "reset"}, outcomes
+        assert outcomes.count(200) >= 5
+        # Every image the service took on was answered and reached its client.
+        log = process.stderr.read().decode() if process.stderr else ""
+        answered = re.search(r"answered (\d+) images", log)
+        assert answered, log
+        assert int(answered.group(1)) == 3 * outcomes.count(200), (answered.group(0), outcomes)
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -1,0 +1,38 @@
+"""The EfficientNet-Lite0 definition: strict loading of the packaged ImageNet weights, heads, uint8 input."""
+
+from __future__ import annotations
+
+import torch
+
+from export.network import EfficientNetLite0, build_efficientnet_classifier, efficientnet_lite0_pretrained, pretrained_weights_path
+
+
+def test_pretrained_weights_load_strictly() -> None:
+    state = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    assert len(state) == 296
+    model = efficientnet_lite0_pretrained()  # strict=True inside: any missing or extra tensor fails
+    assert torch.equal(model._conv_stem.weight, state["_conv_stem.weight"])
+    assert set(EfficientNetLite0().state_dict()) == set(state)
+
+
+def test_pretrained_features_are_not_random() -> None:
+    torch.manual_seed(0)
+    model = efficientnet_lite0_pretrained().eval()
+    white = torch.full((1, 3, 64, 64), (255 - 127) / 128)
+    noise = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model.features(white), model.features(noise)
+    assert a.shape == (1, 1280) and not torch.allclose(a, b, atol=1e-2)
+
+
+def test_multi_head_takes_uint8_nhwc_and_returns_heads_then_embedding() -> None:
+    model = build_efficientnet_classifier({"articleType": 7, "gender": 3}, pretrained=False).eval()
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        article, gender, embedding = model(pixels)
+    assert article.shape == (2, 7) and gender.shape == (2, 3) and embedding.shape == (2, 1280)
+    assert torch.allclose(embedding.norm(dim=1), torch.ones(2), atol=1e-5)
+    model.set_temperatures({"articleType": 2.0})
+    with torch.no_grad():
+        cooled, same, _ = model(pixels)
+    assert torch.allclose(cooled * 2.0, article, atol=1e-5) and torch.allclose(same, gender)

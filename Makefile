@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test lint export-default clean
+.PHONY: serve test lint audit bench soak export-default clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check app export tests
 	$(VENV)/bin/mypy app
+
+# Known vulnerabilities in the installed dependencies (needs the package index).
+audit: $(VENV)/.test
+	$(VENV)/bin/pip-audit --skip-editable
+
+# Load benchmark against the in-process ceiling and peer servers (several minutes; see README, Performance).
+bench: $(VENV)/.test
+	$(VENV)/bin/vitrine bench
+
+# 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI).
+soak: $(VENV)/.test
+	$(PY) tools/soak.py --minutes 10
 
 # Rebuild the default model from the catalogue export (about an hour on 2 CPU cores).
 export-default: $(VENV)/.test

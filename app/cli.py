@@ -68,17 +68,18 @@ class GracefulServer(uvicorn.Server):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `vitrine` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = "serve | export"
+    commands = "serve | export | bench"
     if not argv or argv[0] in ("-h", "--help"):
         print(f"usage: vitrine {{{commands}}} [options]\n\n  serve   run the HTTP service\n"
-              "  export  train, evaluate, convert and quantize a model (needs the 'export' extra)")
+              "  export  train, evaluate, convert and quantize a model (needs the 'export' extra)\n"
+              "  bench   load-test the service against its in-process ceiling and peers")
         return 0
     command, rest = argv[0], argv[1:]
     if command == "serve":
         return serve(rest)
-    if command == "export":
-        # The service never imports the training stack: run it as its own program.
-        os.execv(sys.executable, [sys.executable, "-m", "export", *rest])
+    if command in ("export", "bench"):
+        # The service never imports the training or benchmark code: each runs as its own program.
+        os.execv(sys.executable, [sys.executable, "-m", command, *rest])
     print(f"vitrine: unknown command {command!r} (expected {commands})", file=sys.stderr)
     return 2
 

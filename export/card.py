@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,6 +121,19 @@ def _metrics_section(meta: ModelMetadata) -> list[str]:
             "ECE: expected calibration error of the top-1 confidence (15 equal-width bins); lower is better.", ""]
 
 
+def _confusions_section(folder: Path, per_head: int = 5) -> list[str]:
+    """The most frequent (true, predicted) mistakes per head, from `confused_pairs.json` if present."""
+    path = folder / "confused_pairs.json"
+    if not path.is_file():
+        return []
+    pairs: Mapping[str, Sequence[Mapping[str, object]]] = json.loads(path.read_text(encoding="utf-8"))
+    rows = [[head, pair.get("true"), pair.get("predicted"), pair.get("count")]
+            for head, items in pairs.items() for pair in list(items)[:per_head]]
+    if not rows:
+        return []
+    return ["## Most confused pairs (test split)", "", *_table(["head", "true", "predicted", "images"], rows), ""]
+
+
 def write_card(
     folder: Path,
     meta: ModelMetadata,
@@ -142,6 +157,7 @@ def write_card(
     lines += _metrics_section(meta)
     if parity:
         lines += ["## Export parity (ONNX against PyTorch)", "", *_table(["check", "value"], _flatten(parity)), ""]
+    lines += _confusions_section(folder)
     plots = [*sorted(folder.glob("confusion_*.png")), folder / "reliability.png", folder / "errors.png"]
     existing = [p.name for p in plots if p.is_file()]
     if existing:

@@ -47,7 +47,15 @@ class ApiKeys:
             await self.app(scope, receive, send)
             return
         body = orjson.dumps({"error": {"code": "unauthorized", "message": "a valid API key is required"}})
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="vitrine"')]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="vitrine"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -126,7 +126,9 @@ class Batcher:
                 self._metrics.queue_wait.observe(started - item.enqueued)
             self._metrics.batch_size.observe(len(batch))
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, np.stack([i.pixels for i in batch]))
+                outputs = await loop.run_in_executor(
+                    self._executor, self._run_batch, np.stack([i.pixels for i in batch])
+                )
                 self._metrics.inference_duration.observe(time.monotonic() - started)
                 if any(len(v) != len(batch) for v in outputs.values()):
                     raise RuntimeError("model returned a different number of rows than it was given")

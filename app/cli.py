@@ -25,7 +25,7 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (VITRINE_PORT, default 8000)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Open the model once before the server starts, so that a missing or corrupt model, or labels
@@ -33,15 +33,26 @@ def serve(argv: list[str]) -> int:
         from app.repository import resolve
         from app.runtime import Runtime
 
-        Runtime(resolve(settings.model_repository, settings.model_name, settings.model_version),
-                precision=settings.precision, providers=settings.providers, intra_op_threads=1)
+        Runtime(
+            resolve(settings.model_repository, settings.model_name, settings.model_version),
+            precision=settings.precision,
+            providers=settings.providers,
+            intra_op_threads=1,
+        )
     except ModelLoadError as exc:
         print(f"vitrine: cannot load model: {exc.message}", file=sys.stderr)
         return 2
     # One worker: the batcher, the session and the metrics registry live in this process.
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, workers=1, log_level=settings.log_level,
-        loop="auto", http="auto", access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        log_level=settings.log_level,
+        loop="auto",
+        http="auto",
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     server = GracefulServer(config)
     server.run()
@@ -70,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = "serve | export | bench"
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: vitrine {{{commands}}} [options]\n\n  serve   run the HTTP service\n"
-              "  export  train, evaluate, convert and quantize a model (needs the 'export' extra)\n"
-              "  bench   load-test the service against its in-process ceiling and peers")
+        print(
+            f"usage: vitrine {{{commands}}} [options]\n\n  serve   run the HTTP service\n"
+            "  export  train, evaluate, convert and quantize a model (needs the 'export' extra)\n"
+            "  bench   load-test the service against its in-process ceiling and peers"
+        )
         return 0
     command, rest = argv[0], argv[1:]
     if command == "serve":

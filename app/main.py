@@ -20,7 +20,7 @@ from app import __version__
 from app.access import ApiKeys
 from app.errors import ClientClosed, NotReady, VitrineError
 from app.metrics import Metrics
-from app.responses import ERRORS, images_body, AttributesResponse, ClassifyResponse, FastJSON
+from app.responses import ERRORS, AttributesResponse, ClassifyResponse, FastJSON, images_body
 from app.service import Endpoint, Recognizer
 from app.settings import Settings
 from app.uploads import BodyLimit, read_images
@@ -28,8 +28,12 @@ from app.uploads import BodyLimit, read_images
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {
-    "/classify": "classify", "/attributes": "attributes", "/models": "models", "/metrics": "metrics",
-    "/health/live": "live", "/health/ready": "ready",
+    "/classify": "classify",
+    "/attributes": "attributes",
+    "/models": "models",
+    "/metrics": "metrics",
+    "/health/live": "live",
+    "/health/ready": "ready",
 }
 
 
@@ -118,8 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                              dict(exc.headers or {}))  # 405 carries Allow
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), dict(exc.headers or {})
+        )  # 405 carries Allow
 
     @app.exception_handler(Exception)
     async def internal_error(_: Request, exc: Exception) -> Response:
@@ -149,14 +154,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     body = images_body(settings.max_images_per_request)
     top_k_query = Query(None, ge=1, le=100, description="How many labels to list per head (default 5).")
 
-    @app.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
-              openapi_extra={"requestBody": body}, summary="Category of each product photo")
+    @app.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": body},
+        summary="Category of each product photo",
+    )
     async def classify(request: Request, top_k: int | None = top_k_query) -> Response:
         """Article type with its master and sub category, and the top-k article types, per image."""
         return FastJSON(await answer(request, "classify", top_k))
 
-    @app.post("/attributes", response_model=AttributesResponse, responses=ERRORS,
-              openapi_extra={"requestBody": body}, summary="Attributes of each product photo")
+    @app.post(
+        "/attributes",
+        response_model=AttributesResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": body},
+        summary="Attributes of each product photo",
+    )
     async def attributes(request: Request, top_k: int | None = top_k_query) -> Response:
         """Colour, gender, season, usage (every non-category head), each with its top-k, per image."""
         return FastJSON(await answer(request, "attributes", top_k))
@@ -165,12 +180,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/health/ready", summary="Readiness: model loaded, warmed up, batcher running",
-             responses={503: ERRORS[503]})
+    @app.get(
+        "/health/ready", summary="Readiness: model loaded, warmed up, batcher running", responses={503: ERRORS[503]}
+    )
     async def ready(request: Request) -> dict[str, Any]:
         recognizer = recognizer_of(request)
-        return {"status": "ready", "model": recognizer.model_block,
-                "warmed_batch_sizes": recognizer.warmed_batch_sizes}
+        return {"status": "ready", "model": recognizer.model_block, "warmed_batch_sizes": recognizer.warmed_batch_sizes}
 
     @app.get("/models", summary="The model served: version, provider in use, input, heads and labels")
     async def models(request: Request) -> dict[str, Any]:

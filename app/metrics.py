@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -23,25 +31,32 @@ class Metrics:
             "vitrine_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
         )
         self.request_duration = Histogram(
-            "vitrine_request_duration_seconds", "Time from request start to response.", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.images = Counter(
-            "vitrine_images", "Images by endpoint and outcome (ok or an error code).", ["endpoint", "outcome"],
+            "vitrine_request_duration_seconds",
+            "Time from request start to response.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.batch_size = Histogram(
-            "vitrine_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r
+        self.images = Counter(
+            "vitrine_images",
+            "Images by endpoint and outcome (ok or an error code).",
+            ["endpoint", "outcome"],
+            registry=r,
         )
+        self.batch_size = Histogram("vitrine_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram(
-            "vitrine_queue_wait_seconds", "Time an image waited in the batch queue.", buckets=FAST_BUCKETS,
+            "vitrine_queue_wait_seconds",
+            "Time an image waited in the batch queue.",
+            buckets=FAST_BUCKETS,
             registry=r,
         )
         self.inference_duration = Histogram(
             "vitrine_inference_duration_seconds", "Model run time per batch.", buckets=FAST_BUCKETS, registry=r
         )
         self.decode_duration = Histogram(
-            "vitrine_decode_duration_seconds", "Decode and preprocessing time per image.", buckets=FAST_BUCKETS,
+            "vitrine_decode_duration_seconds",
+            "Decode and preprocessing time per image.",
+            buckets=FAST_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge("vitrine_queue_depth", "Images waiting in the batch queue.", registry=r)

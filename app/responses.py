@@ -57,10 +57,15 @@ class ClassifyResult(BaseModel):
 class AttributesResult(BaseModel):
     index: int
     status: Literal["ok", "error"]
-    attributes: dict[str, Attribute] | None = Field(None, examples=[{
-        "colour": {"label": "Navy Blue", "score": 0.71, "top_k": [{"label": "Navy Blue", "score": 0.71}]},
-        "gender": {"label": "Men", "score": 0.95, "top_k": [{"label": "Men", "score": 0.95}]},
-    }])
+    attributes: dict[str, Attribute] | None = Field(
+        None,
+        examples=[
+            {
+                "colour": {"label": "Navy Blue", "score": 0.71, "top_k": [{"label": "Navy Blue", "score": 0.71}]},
+                "gender": {"label": "Men", "score": 0.95, "top_k": [{"label": "Men", "score": 0.95}]},
+            }
+        ],
+    )
     error: ErrorBody | None = None
 
 
@@ -78,27 +83,28 @@ def images_body(max_images: int) -> dict[str, Any]:
     """The request body of the image endpoints, with the configured image limit."""
     images = {"type": "array", "minItems": 1, "maxItems": max_images}
     return {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"images": {**images, "items": {"type": "string", "format": "binary"}}},
-                "required": ["images"],
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {**images, "items": {"type": "string", "format": "binary"}}},
+                    "required": ["images"],
+                },
             },
-        },
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"images": {**images, "items": {"type": "string", "format": "byte"}}},
-                "required": ["images"],
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {**images, "items": {"type": "string", "format": "byte"}}},
+                    "required": ["images"],
+                },
+                "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD..."]},
             },
-            "example": {"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD..."]},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
         },
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-    },
     }
+
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}

@@ -48,7 +48,7 @@ def choose_precision(version: ModelVersion, setting: str, provider_setting: str)
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    shifted: np.ndarray = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
@@ -84,8 +84,15 @@ class Runtime:
         self.output_names = [*self.head_outputs]
         if self.metadata.embedding_output:
             self.output_names.append(self.metadata.embedding_output)
-        log.info("loaded %s v%d (%s) from %s on %s, %d intra-op threads", self.metadata.name, self.metadata.version,
-                 self.precision, self.path, self.provider, intra_op_threads)
+        log.info(
+            "loaded %s v%d (%s) from %s on %s, %d intra-op threads",
+            self.metadata.name,
+            self.metadata.version,
+            self.precision,
+            self.path,
+            self.provider,
+            intra_op_threads,
+        )
 
     def _check_signature(self) -> None:
         """The graph's input and outputs must match the metadata, or the model is refused."""

@@ -39,9 +39,7 @@ class Head(BaseModel):
     output: str = Field(description="Name of the ONNX output holding this head's logits.")
     key: str = Field(description="Name used in API answers, e.g. `colour` for `baseColour`.")
     role: Literal["category", "attribute"]
-    level: Literal["master", "sub", "article"] | None = Field(
-        None, description="Category level for `category` heads."
-    )
+    level: Literal["master", "sub", "article"] | None = Field(None, description="Category level for `category` heads.")
     labels: list[str] = Field(min_length=2)
 
     @model_validator(mode="after")
@@ -66,7 +64,8 @@ class ModelMetadata(BaseModel):
         default_factory=dict, description="Precision (`fp32`, `int8`, `fp16`) to ONNX file name in the version folder."
     )
     metrics: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Per precision, per head test metrics, e.g. {'int8': {'articleType.top1': 0.9}}."
+        default_factory=dict,
+        description="Per precision, per head test metrics, e.g. {'int8': {'articleType.top1': 0.9}}.",
     )
     created: str | None = None
 

@@ -51,7 +51,9 @@ class Recognizer:
         self.metrics = metrics
         version = resolve(settings.model_repository, settings.model_name, settings.model_version)
         self.runtime = Runtime(
-            version, precision=settings.precision, providers=settings.providers,
+            version,
+            precision=settings.precision,
+            providers=settings.providers,
             intra_op_threads=settings.intra_op_threads,
         )
         self.metadata = version.metadata
@@ -61,17 +63,30 @@ class Recognizer:
         self.master = _optional_view(meta.head_by_level("master"))
         self.sub = _optional_view(meta.head_by_level("sub"))
         self.attributes = [_HeadView(h) for h in meta.attribute_heads]
-        self.model_block = {"name": meta.name, "version": meta.version, "provider": self.runtime.provider,
-                            "precision": self.runtime.precision}
+        self.model_block = {
+            "name": meta.name,
+            "version": meta.version,
+            "provider": self.runtime.provider,
+            "precision": self.runtime.precision,
+        }
         self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vitrine-decode")
         self.batcher = Batcher(
-            self.runtime.run, max_batch_size=settings.max_batch_size, max_delay_s=settings.max_batch_delay_ms / 1000,
-            max_queue_size=settings.max_queue_size, metrics=metrics,
+            self.runtime.run,
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+            metrics=metrics,
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
-        metrics.model_info.info({"name": meta.name, "version": str(meta.version), "provider": self.runtime.provider,
-                                 "precision": self.runtime.precision})
+        metrics.model_info.info(
+            {
+                "name": meta.name,
+                "version": str(meta.version),
+                "provider": self.runtime.provider,
+                "precision": self.runtime.precision,
+            }
+        )
 
     @property
     def ready(self) -> bool:
@@ -98,8 +113,9 @@ class Recognizer:
             **self.model_block,
             "input": {"size": self.spec.size, "dtype": self.spec.dtype, "layout": self.spec.layout},
             "preprocessing": self.spec.model_dump(mode="json"),
-            "heads": [{"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels}
-                      for h in meta.heads],
+            "heads": [
+                {"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels} for h in meta.heads
+            ],
             "metrics": meta.metrics,
         }
 
@@ -109,7 +125,9 @@ class Recognizer:
         started = time.perf_counter()
         try:
             if len(blob) > self.settings.max_image_bytes:
-                raise ImageTooLarge(f"image is {len(blob)} bytes, more than the limit of {self.settings.max_image_bytes}")
+                raise ImageTooLarge(
+                    f"image is {len(blob)} bytes, more than the limit of {self.settings.max_image_bytes}"
+                )
             return decode(blob, self.spec, max_pixels=self.settings.max_image_pixels)
         finally:
             self.metrics.decode_duration.observe(time.perf_counter() - started)
@@ -142,8 +160,9 @@ class Recognizer:
                 self.metrics.images.labels(endpoint, "ok").inc()
                 self.answered_images += 1
             elif isinstance(outcome, ImageError):
-                results.append({"index": index, "status": "error",
-                                "error": {"code": outcome.code, "message": outcome.message}})
+                results.append(
+                    {"index": index, "status": "error", "error": {"code": outcome.code, "message": outcome.message}}
+                )
                 self.metrics.images.labels(endpoint, outcome.code).inc()
             elif isinstance(outcome, VitrineError):
                 self.metrics.images.labels(endpoint, outcome.code).inc()

@@ -81,8 +81,9 @@ class Settings(BaseSettings):
         30.0, ge=0.0, le=600.0, description="On SIGTERM, time to finish accepted requests before exiting."
     )
     api_keys: SecretStr = Field(
-        SecretStr(""), description="Comma-separated API keys; when set, requests need `Authorization: Bearer <key>`"
-        " or `X-API-Key`. Empty: no authentication."
+        SecretStr(""),
+        description="Comma-separated API keys; when set, requests need `Authorization: Bearer <key>`"
+        " or `X-API-Key`. Empty: no authentication.",
     )
     protect_ops_endpoints: bool = Field(
         False, description="With API keys set, also require a key for /health/* and /metrics."

@@ -72,13 +72,16 @@ async def _multipart(request: Request, max_images: int) -> list[Blob]:
 
 def _json(body: bytes, max_images: int) -> list[Blob]:
     if not body:
-        raise NoImages(f"empty body; send a JSON object {{\"{FIELD}\": [\"<base64>\", ...]}}")
+        raise NoImages(f'empty body; send a JSON object {{"{FIELD}": ["<base64>", ...]}}')
     try:
         payload: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
-    if (not isinstance(payload, dict) or not isinstance(payload.get(FIELD), list)
-            or not all(isinstance(item, str) for item in payload[FIELD])):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get(FIELD), list)
+        or not all(isinstance(item, str) for item in payload[FIELD])
+    ):
         raise MalformedBody(f"expected a JSON object with a list '{FIELD}' of base64 strings")
     items = payload[FIELD]
     if len(items) > max_images:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,7 +97,8 @@ def _data_section(report: Mapping[str, object]) -> list[str]:
     if isinstance(masked, Mapping):
         rows: list[list[object]] = [
             [head, len(classes), [f"{name} ({count})" for name, count in classes.items()]]
-            for head, classes in masked.items() if isinstance(classes, Mapping) and classes
+            for head, classes in masked.items()
+            if isinstance(classes, Mapping) and classes
         ]
         note = "Classes masked for having too few images (count in brackets; labels ignored in training and test):"
         lines += ["", note, ""]
@@ -112,13 +112,21 @@ def _metrics_section(meta: ModelMetadata) -> list[str]:
     header = ["head", *[f"top-1 {p}" for p in precisions], "top-5 fp32", "macro F1 fp32", "ECE fp32"]
     rows: list[list[object]] = []
     for head in meta.heads:
-        rows.append([
-            head.name,
-            *[_metric(meta.metrics[p], f"{head.name}.top1") for p in precisions],
-            *[_metric(fp32, f"{head.name}.{m}") for m in ("top5", "macro_f1", "ece")],
-        ])
-    return ["## Test metrics", "", *_table(header, rows), "",
-            "ECE: expected calibration error of the top-1 confidence (15 equal-width bins); lower is better.", ""]
+        rows.append(
+            [
+                head.name,
+                *[_metric(meta.metrics[p], f"{head.name}.top1") for p in precisions],
+                *[_metric(fp32, f"{head.name}.{m}") for m in ("top5", "macro_f1", "ece")],
+            ]
+        )
+    return [
+        "## Test metrics",
+        "",
+        *_table(header, rows),
+        "",
+        "ECE: expected calibration error of the top-1 confidence (15 equal-width bins); lower is better.",
+        "",
+    ]
 
 
 def _confusions_section(folder: Path, per_head: int = 5) -> list[str]:
@@ -127,8 +135,11 @@ def _confusions_section(folder: Path, per_head: int = 5) -> list[str]:
     if not path.is_file():
         return []
     pairs: Mapping[str, Sequence[Mapping[str, object]]] = json.loads(path.read_text(encoding="utf-8"))
-    rows = [[head, pair.get("true"), pair.get("predicted"), pair.get("count")]
-            for head, items in pairs.items() for pair in list(items)[:per_head]]
+    rows = [
+        [head, pair.get("true"), pair.get("predicted"), pair.get("count")]
+        for head, items in pairs.items()
+        for pair in list(items)[:per_head]
+    ]
     if not rows:
         return []
     return ["## Most confused pairs (test split)", "", *_table(["head", "true", "predicted", "images"], rows), ""]

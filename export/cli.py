@@ -74,12 +74,26 @@ def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
     """Fine-tune and keep the best checkpoint in `work`."""
     model = build_model(splits.train.classes, config)
     result = train(model, splits.train, splits.val, config, work)
-    log.info("best epoch %d of %d in %.1f min: %s", result.best_epoch, len(result.history), result.seconds / 60,
-             {k: round(v, 4) for k, v in result.best_val.items()})
+    log.info(
+        "best epoch %d of %d in %.1f min: %s",
+        result.best_epoch,
+        len(result.history),
+        result.seconds / 60,
+        {k: round(v, 4) for k, v in result.best_val.items()},
+    )
 
 
-def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version: int | None, *,
-            overwrite: bool, reproduce: str, bench_seconds: float = 3.0) -> Path:
+def package(
+    splits: Splits,
+    config: ExportConfig,
+    work: Path,
+    out: Path,
+    version: int | None,
+    *,
+    overwrite: bool,
+    reproduce: str,
+    bench_seconds: float = 3.0,
+) -> Path:
     """Evaluate, export FP32/INT8/FP16 ONNX with parity and accuracy checks, and write the version folder."""
     classes = splits.train.classes
     model = load_trained(work, classes, config)
@@ -89,15 +103,20 @@ def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version
 
     temperatures = fit_temperatures(predict(model, splits.val.pixels), splits.val.labels)
     model.set_temperatures(temperatures)
-    log.info("softmax temperatures fitted on the validation split: %s",
-             {k: round(v, 3) for k, v in temperatures.items()})
+    log.info(
+        "softmax temperatures fitted on the validation split: %s", {k: round(v, 3) for k, v in temperatures.items()}
+    )
     log.info("evaluating the PyTorch model on %d test images", len(splits.test))
     evaluate(predict(model, splits.test.pixels), splits.test, folder)
 
     fp32 = export_onnx(model, meta, folder / FILES["fp32"])
     parity = check_parity(model, fp32, splits.val.pixels[:PARITY_IMAGES], heads)
-    log.info("parity on %d validation images: max |logit diff| %.2e, top-1 agreement %s", parity.images,
-             parity.max_abs_logit_diff, parity.top1_agreement)
+    log.info(
+        "parity on %d validation images: max |logit diff| %.2e, top-1 agreement %s",
+        parity.images,
+        parity.max_abs_logit_diff,
+        parity.top1_agreement,
+    )
 
     rng = np.random.default_rng(config.train.seed)
     count = min(config.calibration_images, len(splits.train))
@@ -112,25 +131,41 @@ def package(splits: Splits, config: ExportConfig, work: Path, out: Path, version
         probs = {h: softmax(outputs[h].astype(np.float32)) for h in heads}
         meta.metrics[precision] = summarise(probs, splits.test)
         if precision != "fp16":  # FP16 is for GPUs; its CPU speed says nothing
-            speed[precision] = benchmark_cpu(folder / name, splits.test.pixels[:256], batch_size=32,
-                                             seconds=bench_seconds)
+            speed[precision] = benchmark_cpu(
+                folder / name, splits.test.pixels[:256], batch_size=32, seconds=bench_seconds
+            )
     drops = {h: meta.metrics["fp32"][f"{h}.top1"] - meta.metrics["int8"][f"{h}.top1"] for h in heads}
     log.info("INT8 top-1 change per head (points): %s", {h: round(-100 * d, 2) for h, d in drops.items()})
     worst = max(drops, key=lambda h: drops[h])
     if drops[worst] > config.max_int8_top1_drop:
-        raise SystemExit(f"INT8 loses {100 * drops[worst]:.2f} points of top-1 on {worst} "
-                         f"(limit {100 * config.max_int8_top1_drop:.1f})")
+        raise SystemExit(
+            f"INT8 loses {100 * drops[worst]:.2f} points of top-1 on {worst} "
+            f"(limit {100 * config.max_int8_top1_drop:.1f})"
+        )
     meta.write(folder)
 
     history = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
     data_report = json.loads((work / "data_report.json").read_text())
     (folder / "data_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
-    recipe = {**config.train.model_dump(mode="json"), "heads": ", ".join(heads),
-              "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
-              "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()}}
-    write_card(folder, meta, data_report=data_report, history=history, recipe=recipe, reproduce=reproduce,
-               parity={"images": parity.images, "max_abs_logit_diff": parity.max_abs_logit_diff,
-                       "top1_agreement": parity.top1_agreement})
+    recipe = {
+        **config.train.model_dump(mode="json"),
+        "heads": ", ".join(heads),
+        "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
+        "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
+    }
+    write_card(
+        folder,
+        meta,
+        data_report=data_report,
+        history=history,
+        recipe=recipe,
+        reproduce=reproduce,
+        parity={
+            "images": parity.images,
+            "max_abs_logit_diff": parity.max_abs_logit_diff,
+            "top1_agreement": parity.top1_agreement,
+        },
+    )
     ModelMetadata.read(folder)  # the folder must load as the service will load it
     log.info("wrote %s", folder)
     return folder
@@ -151,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         run_train(splits, config, work)
     if args.step in ("build", "package"):
         reproduce = "vitrine export " + " ".join(shlex.quote(a) for a in argv)
-        package(splits, config, work, args.out, args.version, overwrite=args.overwrite, reproduce=reproduce,
-                bench_seconds=args.bench_seconds)
+        package(
+            splits,
+            config,
+            work,
+            args.out,
+            args.version,
+            overwrite=args.overwrite,
+            reproduce=reproduce,
+            bench_seconds=args.bench_seconds,
+        )
     return 0

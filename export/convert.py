@@ -219,14 +219,19 @@ def check_parity(
     )
     log.info(
         "parity on %d images: max |logit diff| %.2e, max |embedding diff| %.2e, top-1 agreement %s",
-        report.images, report.max_abs_logit_diff, report.max_abs_embedding_diff, agreement,
+        report.images,
+        report.max_abs_logit_diff,
+        report.max_abs_embedding_diff,
+        agreement,
     )
-    problems = [f"head {n}: max |logit diff| {d:.3g} > {max_abs_diff:g}" for n, d in per_head.items()
-                if d > max_abs_diff]
+    problems = [
+        f"head {n}: max |logit diff| {d:.3g} > {max_abs_diff:g}" for n, d in per_head.items() if d > max_abs_diff
+    ]
     if embedding_diff > max_abs_diff:
         problems.append(f"embedding: max |diff| {embedding_diff:.3g} > {max_abs_diff:g}")
-    problems += [f"head {n}: top-1 agreement {a:.4f} < {min_agreement:g}" for n, a in agreement.items()
-                 if a < min_agreement]
+    problems += [
+        f"head {n}: top-1 agreement {a:.4f} < {min_agreement:g}" for n, a in agreement.items() if a < min_agreement
+    ]
     if problems:
         raise ParityError(
             f"ONNX file {path} differs from the PyTorch model on {len(pixels)} images: " + "; ".join(problems)

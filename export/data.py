@@ -158,7 +158,8 @@ def split(catalogue: Catalogue, config: DataConfig, seed: int) -> tuple[Catalogu
     train_idx, rest = train_test_split(index, test_size=holdout, random_state=seed, stratify=strat)
     rest_strat = strat[rest] if strat is not None else None
     if rest_strat is not None and (
-        min(Counter(rest_strat.tolist()).values()) < 2 or len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist()))
+        min(Counter(rest_strat.tolist()).values()) < 2
+        or len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist()))
     ):
         rest_strat = None
     val_idx, test_idx = train_test_split(

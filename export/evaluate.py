@@ -105,8 +105,17 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, names: list[str], head: str,
     fig = Figure(figsize=(side, side))
     ax = fig.add_subplot()
     ConfusionMatrixDisplay.from_predictions(
-        y, pred, labels=np.arange(n), display_labels=names, normalize="true", ax=ax, cmap="Blues",
-        include_values=n <= CELL_VALUES_MAX_CLASSES, values_format=".2f", xticks_rotation="vertical", colorbar=True,
+        y,
+        pred,
+        labels=np.arange(n),
+        display_labels=names,
+        normalize="true",
+        ax=ax,
+        cmap="Blues",
+        include_values=n <= CELL_VALUES_MAX_CLASSES,
+        values_format=".2f",
+        xticks_rotation="vertical",
+        colorbar=True,
     )
     font = 10 if n <= CELL_VALUES_MAX_CLASSES else 6
     ax.tick_params(axis="both", labelsize=font)
@@ -208,6 +217,10 @@ def evaluate(
         keep = data.labels[first] != IGNORE
         y, p = labelled[first]
         plot_errors(data.pixels[keep], y, p, data.classes[first], first, out / "errors.png", gallery_size)
-    log.info("evaluation of %d images written to %s: %s", len(data), out,
-             {k: round(v, 4) for k, v in metrics.items() if k.endswith(".top1")})
+    log.info(
+        "evaluation of %d images written to %s: %s",
+        len(data),
+        out,
+        {k: round(v, 4) for k, v in metrics.items() if k.endswith(".top1")},
+    )
     return metrics

@@ -158,7 +158,9 @@ class MultiHeadClassifier(nn.Module):
         return (*[logits[name] for name in self.head_names], embedding)
 
 
-def build_efficientnet_classifier(head_sizes: dict[str, int], *, pretrained: bool = True, dropout: float = 0.2) -> MultiHeadClassifier:
+def build_efficientnet_classifier(
+    head_sizes: dict[str, int], *, pretrained: bool = True, dropout: float = 0.2
+) -> MultiHeadClassifier:
     """The default Vitrine model: EfficientNet-Lite0 (ImageNet weights) with one head per label column."""
     net = efficientnet_lite0_pretrained() if pretrained else EfficientNetLite0()
     return MultiHeadClassifier(FeatureBackbone(net, net.feature_dim), net.feature_dim, head_sizes, dropout=dropout)

@@ -44,18 +44,27 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
         if saved.get("data") == str(data.resolve()) and saved.get("config") == config.data.model_dump(mode="json"):
             arrays = np.load(cache)
             catalogue = Catalogue(
-                ids=saved["ids"], pixels=arrays["pixels"],
+                ids=saved["ids"],
+                pixels=arrays["pixels"],
                 labels={k: arrays[f"label_{k}"] for k in saved["classes"]},
-                classes=saved["classes"], report=saved["report"],
+                classes=saved["classes"],
+                report=saved["report"],
             )
             log.info("using cached catalogue %s (%d images)", cache, len(catalogue))
             return _split_and_report(catalogue, config, work)
     catalogue = load_catalogue(data, config.heads, config.data, preprocessing(config))
     np.savez(cache, pixels=catalogue.pixels, **{f"label_{k}": v for k, v in catalogue.labels.items()})
-    meta.write_text(json.dumps({
-        "data": str(data.resolve()), "config": config.data.model_dump(mode="json"), "ids": catalogue.ids,
-        "classes": catalogue.classes, "report": catalogue.report,
-    }))
+    meta.write_text(
+        json.dumps(
+            {
+                "data": str(data.resolve()),
+                "config": config.data.model_dump(mode="json"),
+                "ids": catalogue.ids,
+                "classes": catalogue.classes,
+                "report": catalogue.report,
+            }
+        )
+    )
     return _split_and_report(catalogue, config, work)
 
 
@@ -63,16 +72,26 @@ def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) ->
     train, val, test = split(catalogue, config.data, config.train.seed)
     report = {
         **catalogue.report,
-        "split": {"train": len(train), "val": len(val), "test": len(test), "seed": config.train.seed,
-                  "stratified_on": config.data.stratify_column},
+        "split": {
+            "train": len(train),
+            "val": len(val),
+            "test": len(test),
+            "seed": config.train.seed,
+            "stratified_on": config.data.stratify_column,
+        },
         "classes": {k: len(v) for k, v in catalogue.classes.items()},
         "distribution_train": distribution(train),
         "distribution_test": distribution(test),
     }
     (work / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (work / "split.json").write_text(json.dumps({"train": train.ids, "val": val.ids, "test": test.ids}))
-    log.info("data: %d train, %d val, %d test images; masked classes: %s", len(train), len(val), len(test),
-             {k: list(v) for k, v in catalogue.report.get("masked_classes", {}).items() if v})  # type: ignore[union-attr]
+    log.info(
+        "data: %d train, %d val, %d test images; masked classes: %s",
+        len(train),
+        len(val),
+        len(test),
+        {k: list(v) for k, v in catalogue.report.get("masked_classes", {}).items() if v},
+    )  # type: ignore[union-attr]
     return Splits(train, val, test)
 
 
@@ -90,14 +109,19 @@ def load_trained(work: Path, classes: dict[str, list[str]], config: ExportConfig
     return model.eval()
 
 
-def metadata(config: ExportConfig, classes: dict[str, list[str]], version: int, *, name: str | None = None) -> ModelMetadata:
+def metadata(
+    config: ExportConfig, classes: dict[str, list[str]], version: int, *, name: str | None = None
+) -> ModelMetadata:
     """Model metadata for a trained model: heads in output order, labels as in the CSV."""
     heads = [
         Head(name=h.column, output=h.column, key=h.key, role=h.role, level=h.level, labels=classes[h.column])
         for h in config.heads
     ]
     return ModelMetadata(
-        name=name or config.name, version=version, preprocessing=preprocessing(config), heads=heads,
+        name=name or config.name,
+        version=version,
+        preprocessing=preprocessing(config),
+        heads=heads,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

@@ -102,7 +102,12 @@ def quantize_int8(
     _copy_metadata(fp32_path, out_path)
     log.info(
         "quantised %s -> %s (%s calibration on %d images, per_channel=%s, %.1f MB)",
-        fp32_path, out_path, calibration, len(calibration_pixels), per_channel, out_path.stat().st_size / 1e6,
+        fp32_path,
+        out_path,
+        calibration,
+        len(calibration_pixels),
+        per_channel,
+        out_path.stat().st_size / 1e6,
     )
     return out_path
 

@@ -119,7 +119,9 @@ def train(
     specs = {h.column: h for h in config.heads}
     losses = {
         name: nn.CrossEntropyLoss(
-            weight=class_weights(train_data.labels[name], len(train_data.classes[name]), specs[name].class_weight_power),
+            weight=class_weights(
+                train_data.labels[name], len(train_data.classes[name]), specs[name].class_weight_power
+            ),
             ignore_index=IGNORE,
             label_smoothing=cfg.label_smoothing,
         )
@@ -160,8 +162,13 @@ def train(
             model.backbone.eval()
         order = torch.randperm(len(train_data), generator=generator).numpy()
         running_loss, running_correct, running_seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{total_epochs}{' (heads)' if warm else ''}",
-                   unit="batch", leave=False, mininterval=2.0)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{total_epochs}{' (heads)' if warm else ''}",
+            unit="batch",
+            leave=False,
+            mininterval=2.0,
+        )
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = model.normalise(torch.from_numpy(train_data.pixels[idx]))
@@ -186,8 +193,13 @@ def train(
 
         val = top1(predict(model, val_data.pixels), val_data)
         score = float(np.nanmean(list(val.values())))
-        record = {"epoch": epoch + 1, "train_loss": running_loss / max(running_seen, 1), "val_mean_top1": score,
-                  **{f"val_{k}": v for k, v in val.items()}, "minutes": (time.monotonic() - start) / 60}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": running_loss / max(running_seen, 1),
+            "val_mean_top1": score,
+            **{f"val_{k}": v for k, v in val.items()},
+            "minutes": (time.monotonic() - start) / 60,
+        }
         history.append(record)
         (work / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))

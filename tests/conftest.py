@@ -32,9 +32,19 @@ def tiny_repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_settings(tiny_repo: Path) -> Settings:
     """Settings serving the tiny model on the CPU with small, test-friendly limits."""
-    return Settings(model_repository=tiny_repo, model_name="tiny", providers="cpu", intra_op_threads=1,
-                    decode_threads=2, max_batch_size=8, max_batch_delay_ms=20, max_images_per_request=16,
-                    max_request_bytes=2_000_000, max_image_bytes=500_000, max_image_pixels=4_000_000)
+    return Settings(
+        model_repository=tiny_repo,
+        model_name="tiny",
+        providers="cpu",
+        intra_op_threads=1,
+        decode_threads=2,
+        max_batch_size=8,
+        max_batch_delay_ms=20,
+        max_images_per_request=16,
+        max_request_bytes=2_000_000,
+        max_image_bytes=500_000,
+        max_image_pixels=4_000_000,
+    )
 
 
 @pytest.fixture

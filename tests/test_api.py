@@ -58,13 +58,18 @@ def test_raw_image_body(client: TestClient, photos: list[bytes]) -> None:
 
 def test_formats_and_bad_images_are_answered_per_item(client: TestClient, photos: list[bytes]) -> None:
     blobs = [
-        photos[0], b"plain text", encode(photo().convert("RGBA"), "PNG"), b"",
-        encode(photo(), "WEBP"), png_bomb(), encode(photo(), "BMP"), photos[0][:200],
+        photos[0],
+        b"plain text",
+        encode(photo().convert("RGBA"), "PNG"),
+        b"",
+        encode(photo(), "WEBP"),
+        png_bomb(),
+        encode(photo(), "BMP"),
+        photos[0][:200],
     ]
     results = client.post("/classify", files=files(blobs)).json()["results"]
     codes = [r["error"]["code"] if r["status"] == "error" else "ok" for r in results]
-    assert codes == ["ok", "unsupported_format", "ok", "invalid_image", "ok", "image_too_large", "ok",
-                     "invalid_image"]
+    assert codes == ["ok", "unsupported_format", "ok", "invalid_image", "ok", "image_too_large", "ok", "invalid_image"]
 
 
 def test_invalid_base64_is_a_per_item_error(client: TestClient, photos: list[bytes]) -> None:
@@ -82,15 +87,31 @@ def test_whole_request_errors(client: TestClient, photos: list[bytes], tiny_sett
         (client.post("/classify", files=files([photos[0]], name="other")), 400, "no_images"),
         (client.post("/classify", files=files([photos[0]] * 17)), 400, "too_many_images"),
         (client.post("/classify", json={"images": [""] * 17}), 400, "too_many_images"),
-        (client.post("/classify", content=b"{broken", headers={"content-type": "application/json"}), 400,
-         "malformed_body"),
+        (
+            client.post("/classify", content=b"{broken", headers={"content-type": "application/json"}),
+            400,
+            "malformed_body",
+        ),
         (client.post("/classify", json={"pictures": []}), 400, "malformed_body"),
-        (client.post("/classify", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}),
-         400, "malformed_body"),
-        (client.post("/classify", content=b"hello", headers={"content-type": "text/plain"}), 415,
-         "unsupported_media_type"),
-        (client.post("/classify", content=b"x" * (tiny_settings.max_request_bytes + 1),
-                     headers={"content-type": "image/jpeg"}), 413, "payload_too_large"),
+        (
+            client.post("/classify", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}),
+            400,
+            "malformed_body",
+        ),
+        (
+            client.post("/classify", content=b"hello", headers={"content-type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            client.post(
+                "/classify",
+                content=b"x" * (tiny_settings.max_request_bytes + 1),
+                headers={"content-type": "image/jpeg"},
+            ),
+            413,
+            "payload_too_large",
+        ),
         (client.post("/classify?top_k=0", files=files([photos[0]])), 422, "invalid_parameter"),
         (client.get("/nowhere"), 404, "not_found"),
     ]

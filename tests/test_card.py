@@ -20,10 +20,22 @@ def metadata(metrics: dict[str, dict[str, float]]) -> ModelMetadata:
         name="product-classifier",
         version=3,
         heads=[
-            Head(name="articleType", output="articleType", key="type", role="category", level="article",
-                 labels=[f"type{i}" for i in range(12)]),
-            Head(name="baseColour", output="baseColour", key="colour", role="attribute", level=None,
-                 labels=["Black", "Blue", "Navy Blue", "White"]),
+            Head(
+                name="articleType",
+                output="articleType",
+                key="type",
+                role="category",
+                level="article",
+                labels=[f"type{i}" for i in range(12)],
+            ),
+            Head(
+                name="baseColour",
+                output="baseColour",
+                key="colour",
+                role="attribute",
+                level=None,
+                labels=["Black", "Blue", "Navy Blue", "White"],
+            ),
         ],
         embedding_output="embedding",
         files={"fp32": "model.onnx", "int8": "model.int8.onnx"},
@@ -32,15 +44,23 @@ def metadata(metrics: dict[str, dict[str, float]]) -> ModelMetadata:
 
 
 METRICS = {
-    "fp32": {"articleType.top1": 0.9123, "articleType.top5": 0.9871, "articleType.macro_f1": 0.801,
-             "articleType.ece": 0.0312, "baseColour.top1": 0.6543, "baseColour.macro_f1": 0.5,
-             "baseColour.ece": 0.07},
+    "fp32": {
+        "articleType.top1": 0.9123,
+        "articleType.top5": 0.9871,
+        "articleType.macro_f1": 0.801,
+        "articleType.ece": 0.0312,
+        "baseColour.top1": 0.6543,
+        "baseColour.macro_f1": 0.5,
+        "baseColour.ece": 0.07,
+    },
     "int8": {"articleType.top1": 0.9081, "baseColour.top1": 0.6499},
 }
 DATA_REPORT = {
-    "images": 44424, "split": {"train": 35539, "val": 4442, "test": 4443, "seed": 1234, "stratified_on": "articleType"},
+    "images": 44424,
+    "split": {"train": 35539, "val": 4442, "test": 4443, "seed": 1234, "stratified_on": "articleType"},
     "masked_classes": {"articleType": {"Ipad": 1, "Shoe | Laces": 3}, "baseColour": {}},
-    "missing_images": ["39403", "39410"], "undecodable_images": [],
+    "missing_images": ["39403", "39410"],
+    "undecodable_images": [],
 }
 HISTORY = [
     {"epoch": 1, "train_loss": 2.0123, "val_mean_top1": 0.71, "minutes": 3.5},
@@ -58,8 +78,15 @@ def table_row(text: str, first_cell: str, section: str) -> list[str]:
 
 
 def test_card_has_metrics_table_history_and_reproduce(tmp_path: Path) -> None:
-    path = write_card(tmp_path, metadata(METRICS), data_report=DATA_REPORT, history=HISTORY, recipe=RECIPE,
-                      reproduce=REPRODUCE, parity={"max_abs_logit_diff": 0.0004, "top1_agreement": {"int8": 0.995}})
+    path = write_card(
+        tmp_path,
+        metadata(METRICS),
+        data_report=DATA_REPORT,
+        history=HISTORY,
+        recipe=RECIPE,
+        reproduce=REPRODUCE,
+        parity={"max_abs_logit_diff": 0.0004, "top1_agreement": {"int8": 0.995}},
+    )
     text = path.read_text()
     assert path == tmp_path / "README.md"
     assert text.startswith("# product-classifier v3\n")
@@ -91,8 +118,9 @@ def test_card_links_only_plots_that_exist(tmp_path: Path) -> None:
     metrics = evaluate(probs, data, tmp_path, gallery_size=4)
     (tmp_path / "errors.png").unlink()
 
-    text = write_card(tmp_path, metadata({"fp32": metrics}), data_report={}, history=[], recipe={},
-                      reproduce=REPRODUCE).read_text()
+    text = write_card(
+        tmp_path, metadata({"fp32": metrics}), data_report={}, history=[], recipe={}, reproduce=REPRODUCE
+    ).read_text()
     assert "](confusion_articleType.png)" in text
     assert "](reliability.png)" in text
     assert "errors.png" not in text

@@ -67,10 +67,21 @@ def metadata(size: int = SIZE) -> ModelMetadata:
         architecture="tiny-resnet",
         preprocessing=Preprocessing(size=size),
         heads=[
-            Head(name="articleType", output="articleType_logits", key="type", role="category", level="article",
-                 labels=["Tshirts", "Shirts", "Watches", "Casual Shoes", "Handbags"]),
-            Head(name="baseColour", output="baseColour_logits", key="colour", role="attribute",
-                 labels=["White", "Black", "Blue", "Red"]),
+            Head(
+                name="articleType",
+                output="articleType_logits",
+                key="type",
+                role="category",
+                level="article",
+                labels=["Tshirts", "Shirts", "Watches", "Casual Shoes", "Handbags"],
+            ),
+            Head(
+                name="baseColour",
+                output="baseColour_logits",
+                key="colour",
+                role="attribute",
+                labels=["White", "Black", "Blue", "Red"],
+            ),
         ],
         files={"fp32": "model.onnx"},
     )

@@ -14,8 +14,10 @@ from export.config import DataConfig, HeadSpec
 from export.data import IGNORE, load_catalogue, read_labels, split
 from tests.conftest import CATALOGUE
 
-HEADS = [HeadSpec(column="articleType", key="article", role="category", level="article"),
-         HeadSpec(column="baseColour", key="colour")]
+HEADS = [
+    HeadSpec(column="articleType", key="article", role="category", level="article"),
+    HeadSpec(column="baseColour", key="colour"),
+]
 SPEC = Preprocessing(size=32)
 
 

@@ -20,15 +20,43 @@ from tests.conftest import CATALOGUE
 @pytest.mark.slow
 def test_build_smoke_run_produces_a_servable_version(tmp_path: Path) -> None:
     out = tmp_path / "models" / "smoke"
-    code = main([
-        "build", "--data", str(CATALOGUE), "--work", str(tmp_path / "work"), "--out", str(out),
-        "--epochs", "1", "--warmup-epochs", "1", "--size", "48", "--min-class-count", "2",
-        "--max-int8-drop", "1.0", "--bench-seconds", "0.2",
-    ])
+    code = main(
+        [
+            "build",
+            "--data",
+            str(CATALOGUE),
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "1",
+            "--size",
+            "48",
+            "--min-class-count",
+            "2",
+            "--max-int8-drop",
+            "1.0",
+            "--bench-seconds",
+            "0.2",
+        ]
+    )
     assert code == 0
     folder = out / "1"
-    for name in ("model.onnx", "model.int8.onnx", "model.fp16.onnx", "model.json", "README.md", "metrics.json",
-                 "reliability.png", "errors.png", "confusion_articleType.png", "per_class_report.json"):
+    for name in (
+        "model.onnx",
+        "model.int8.onnx",
+        "model.fp16.onnx",
+        "model.json",
+        "README.md",
+        "metrics.json",
+        "reliability.png",
+        "errors.png",
+        "confusion_articleType.png",
+        "per_class_report.json",
+    ):
         assert (folder / name).is_file(), name
     assert (tmp_path / "work" / "checkpoints" / "best.pt").is_file()
     history = json.loads((tmp_path / "work" / "history.json").read_text())
@@ -40,10 +68,13 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path) -> None:
     assert embedded.heads == version.metadata.heads and embedded.preprocessing == version.metadata.preprocessing
     assert version.metadata.preprocessing.size == 48
     assert set(version.metadata.metrics) == {"fp32", "int8", "fp16"}
-    assert onnx.load(str(folder / "model.int8.onnx")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert (
+        onnx.load(str(folder / "model.int8.onnx")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    )
 
-    settings = Settings(model_repository=tmp_path / "models", model_name="smoke", providers="cpu",
-                        intra_op_threads=1, max_batch_size=4)
+    settings = Settings(
+        model_repository=tmp_path / "models", model_name="smoke", providers="cpu", intra_op_threads=1, max_batch_size=4
+    )
     with TestClient(create_app(settings)) as client:
         photo = sorted(CATALOGUE.glob("*.jpg"))[0].read_bytes()
         body = client.post("/classify", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()

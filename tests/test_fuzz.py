@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import ImageError
-from app.main import create_app
 from app.preprocess import decode
 from app.schema import Preprocessing
 from app.settings import Settings
@@ -22,8 +21,13 @@ from tests.images import encode, photo
 from tests.test_server import running
 
 SPEC = Preprocessing(size=32)
-SEEDS = [encode(photo(), "JPEG"), encode(photo().convert("RGBA"), "PNG"), encode(photo(), "WEBP"),
-         encode(photo(), "GIF"), encode(photo(), "BMP")]
+SEEDS = [
+    encode(photo(), "JPEG"),
+    encode(photo().convert("RGBA"), "PNG"),
+    encode(photo(), "WEBP"),
+    encode(photo(), "GIF"),
+    encode(photo(), "BMP"),
+]
 
 
 @st.composite
@@ -69,6 +73,9 @@ def test_schemathesis_finds_nothing(tiny_settings: Settings, tmp_path: Path) -> 
     with running(tiny_settings) as url:
         result = subprocess.run(
             [command, "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "30", "--seed", "1"],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
         )
-    assert result.returncode == 0, result.stdout[result.stdout.find("FAILURES"):][:3000]
+    assert result.returncode == 0, result.stdout[result.stdout.find("FAILURES") :][:3000]

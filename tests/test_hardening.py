@@ -96,7 +96,10 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_settings: Settings, phot
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -134,8 +137,14 @@ def test_a_bad_model_stops_start_up_with_one_line(tiny_repo: Path, damage: str) 
 def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos: list[bytes]) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"VITRINE_MODEL_REPOSITORY": str(tiny_repo), "VITRINE_MODEL_NAME": "tiny", "VITRINE_PROVIDERS": "cpu",
-           "VITRINE_MAX_BATCH_DELAY_MS": "100", "VITRINE_MAX_BATCH_SIZE": "4", "VITRINE_SHUTDOWN_GRACE_S": "20"}
+    env = {
+        "VITRINE_MODEL_REPOSITORY": str(tiny_repo),
+        "VITRINE_MODEL_NAME": "tiny",
+        "VITRINE_PROVIDERS": "cpu",
+        "VITRINE_MAX_BATCH_DELAY_MS": "100",
+        "VITRINE_MAX_BATCH_SIZE": "4",
+        "VITRINE_SHUTDOWN_GRACE_S": "20",
+    }
     process = serve(env, port)
     try:
         wait_ready(url, process)
@@ -143,10 +152,11 @@ def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos:
         async def load() -> list[int | str]:
             limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
             async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
                 async def one(i: int) -> int | str:
                     await asyncio.sleep(i * 0.01)
                     try:
-                        response = await client.post("/classify", files=jpeg_files(photos[i % 8:], 3))
+                        response = await client.post("/classify", files=jpeg_files(photos[i % 8 :], 3))
                         assert response.status_code != 200 or len(response.json()["results"]) == 3
                         return response.status_code
                     except httpx.ConnectError:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from export.network import EfficientNetLite0, build_efficientnet_classifier, efficientnet_lite0_pretrained, pretrained_weights_path
+from export.network import (
+    EfficientNetLite0,
+    build_efficientnet_classifier,
+    efficientnet_lite0_pretrained,
+    pretrained_weights_path,
+)
 
 
 def test_pretrained_weights_load_strictly() -> None:

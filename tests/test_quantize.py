@@ -57,8 +57,14 @@ def meta() -> ModelMetadata:
         architecture="tiny-vgg",
         preprocessing=Preprocessing(size=SIZE),
         heads=[
-            Head(name="articleType", output="articleType", key="type", role="category", level="article",
-                 labels=["a", "b", "c", "d", "e"]),
+            Head(
+                name="articleType",
+                output="articleType",
+                key="type",
+                role="category",
+                level="article",
+                labels=["a", "b", "c", "d", "e"],
+            ),
             Head(name="baseColour", output="baseColour", key="colour", role="attribute", labels=["w", "x", "y", "z"]),
         ],
     )

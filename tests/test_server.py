@@ -52,8 +52,9 @@ def running(settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def server(tiny_settings: Settings) -> Iterator[str]:
     """The tiny model behind a real server, batching up to 16 images for at most 50 ms."""
-    settings = tiny_settings.model_copy(update={"max_batch_size": 16, "max_batch_delay_ms": 50.0,
-                                                 "max_queue_size": 256})
+    settings = tiny_settings.model_copy(
+        update={"max_batch_size": 16, "max_batch_delay_ms": 50.0, "max_queue_size": 256}
+    )
     with running(settings) as url:
         yield url
 
@@ -67,6 +68,7 @@ def metric(text: str, name: str) -> float:
 def test_48_concurrent_one_image_clients_are_batched(server: str, photos: list[bytes]) -> None:
     async def run() -> list[int]:
         async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+
             async def one(i: int) -> int:
                 files = {"images": (f"{i}.jpg", photos[i % len(photos)], "image/jpeg")}
                 response = await client.post("/classify", files=files)
@@ -84,8 +86,12 @@ def test_48_concurrent_one_image_clients_are_batched(server: str, photos: list[b
     assert images / runs > 2, f"mean batch size {images / runs:.2f}"
     assert metric(after, 'vitrine_images_total{endpoint="classify",outcome="ok"}') >= 48
     assert metric(after, 'vitrine_requests_total{endpoint="classify",status="200"}') >= 48
-    for name in ("vitrine_queue_wait_seconds_count", "vitrine_inference_duration_seconds_count",
-                 "vitrine_decode_duration_seconds_count", 'vitrine_request_duration_seconds_count{endpoint="classify"}'):
+    for name in (
+        "vitrine_queue_wait_seconds_count",
+        "vitrine_inference_duration_seconds_count",
+        "vitrine_decode_duration_seconds_count",
+        'vitrine_request_duration_seconds_count{endpoint="classify"}',
+    ):
         assert metric(after, name) > 0, name
     assert re.search(r'^vitrine_model_info\{.*provider="cpu".*\} 1\.0$', after, re.MULTILINE)
     assert "process_resident_memory_bytes" in after

@@ -45,14 +45,13 @@ def wait_ready(url: str, seconds: float = 60) -> float:
 
 def hey(url: str, *, seconds: float, concurrency: int, rate_per_worker: float | None = None) -> dict[str, object]:
     """Run hey with one real catalogue JPEG per request as the raw body; parse its summary."""
-    command = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "image/jpeg",
-               "-D", str(PHOTO)]
+    command = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "image/jpeg", "-D", str(PHOTO)]
     if rate_per_worker:
         command += ["-q", f"{rate_per_worker:.2f}"]
     out = subprocess.run([*command, f"{url}/classify"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-    tail = out[out.find("Error distribution"):] if "Error distribution" in out else ""
+    tail = out[out.find("Error distribution") :] if "Error distribution" in out else ""
     errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]", tail, re.MULTILINE))
     latency = {p: float(v) for p, v in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
     return {"rps": rps, "codes": codes, "transport_errors": errors, "latency_s": latency}
@@ -68,9 +67,14 @@ def main() -> int:
     args = parser.parse_args()
 
     url = f"http://127.0.0.1:{args.port}"
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(args.port)], cwd=ROOT, stdout=log, stderr=log, env=os.environ.copy())
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server process
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(args.port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        env=os.environ.copy(),
+    )
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     try:
@@ -86,8 +90,9 @@ def main() -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        soak = hey(url, seconds=args.minutes * 60, concurrency=args.concurrency,
-                   rate_per_worker=rate / args.concurrency)
+        soak = hey(
+            url, seconds=args.minutes * 60, concurrency=args.concurrency, rate_per_worker=rate / args.concurrency
+        )
         stop.set()
         sampler.join()
     finally:
@@ -100,12 +105,21 @@ def main() -> int:
     growth = statistics.mean(last_minute) / statistics.mean(second_minute) - 1
     non_200 = sum(n for code, n in soak["codes"].items() if code != 200)  # type: ignore[union-attr]
     result = {
-        "minutes": args.minutes, "cold_start_s": round(cold_start, 2), "capacity_rps": capacity["rps"],
-        "offered_rps": round(rate, 1), "achieved_rps": soak["rps"], "codes": soak["codes"],
-        "non_200": non_200, "transport_errors": soak["transport_errors"], "latency_s": soak["latency_s"],
-        "rss_mb": {"second_minute": round(statistics.mean(second_minute), 1),
-                   "last_minute": round(statistics.mean(last_minute), 1), "peak": round(max(r for _, r in samples), 1),
-                   "growth_pct": round(100 * growth, 2)},
+        "minutes": args.minutes,
+        "cold_start_s": round(cold_start, 2),
+        "capacity_rps": capacity["rps"],
+        "offered_rps": round(rate, 1),
+        "achieved_rps": soak["rps"],
+        "codes": soak["codes"],
+        "non_200": non_200,
+        "transport_errors": soak["transport_errors"],
+        "latency_s": soak["latency_s"],
+        "rss_mb": {
+            "second_minute": round(statistics.mean(second_minute), 1),
+            "last_minute": round(statistics.mean(last_minute), 1),
+            "peak": round(max(r for _, r in samples), 1),
+            "growth_pct": round(100 * growth, 2),
+        },
         "samples": [(round(t, 1), round(r, 1)) for t, r in samples],
         "passed": non_200 == 0 and soak["transport_errors"] == 0 and growth <= 0.05,
     }

@@ -57,7 +57,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Runtime:
     """A loaded model: `run` maps a uint8 NHWC batch to probabilities per head (and the embedding)."""
 
-    def __init__(self, version: ModelVersion, *, precision: str, providers: str, intra_op_threads: int) -> None:
+    def __init__(
+        self, version: ModelVersion, *, precision: str, providers: str, intra_op_threads: int, spinning: bool = True
+    ) -> None:
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
         self.path: Path = version.file_for(self.precision)
@@ -67,6 +69,7 @@ class Runtime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
         except ModelLoadError:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="onnxruntime threads; default the usable CPUs."
     )
+    intra_op_spinning: bool = Field(
+        True, description="Let onnxruntime threads spin between runs (lower latency, but CPU taken from decoding)."
+    )
     decode_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
     )

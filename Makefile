@@ -9,6 +9,8 @@ DATA   ?= ../shared/data/products
 
 .PHONY: serve test lint audit bench soak export-default clean
 
+include deploy/Makefile.include
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 

@@ -62,25 +62,11 @@ class Runtime:
     ) -> None:
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
-        self.path: Path = version.file_for(self.precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-            raise ModelLoadError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from exc
-        # onnxruntime falls back to CPU silently when CUDA libraries are missing: report what is really used.
-        active = self.session.get_providers()[0]
-        self.provider = PROVIDER_NAMES.get(active, active)
-        if providers == "cuda" and active != CUDA:
-            raise ModelLoadError("providers=cuda, but onnxruntime fell back to CPU (CUDA/cuDNN libraries missing?)")
+        self.session, self.provider = self._open(version, providers, intra_op_threads, spinning)
+        if precision == "auto" and self.provider != "cuda" and self.precision == "fp16":
+            # CUDA is compiled in but not usable (no GPU or libraries): take the CPU's file instead.
+            self.precision = choose_precision(version, "auto", "cpu")
+            self.session, self.provider = self._open(version, "cpu", intra_op_threads, spinning)
         self._check_signature()
         self._padded_sizes: list[int] = []
         self.head_outputs = [h.output for h in self.metadata.heads]
@@ -96,6 +82,30 @@ class Runtime:
             self.provider,
             intra_op_threads,
         )
+
+    def _open(
+        self, version: ModelVersion, providers: str, threads: int, spinning: bool
+    ) -> tuple[ort.InferenceSession, str]:
+        """Open the session for `self.precision`; return it with the provider really in use."""
+        self.path: Path = version.file_for(self.precision)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ModelLoadError(f"{self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from exc
+        # onnxruntime falls back to CPU silently when CUDA libraries are missing: report what is really used.
+        active = session.get_providers()[0]
+        if providers == "cuda" and active != CUDA:
+            raise ModelLoadError("providers=cuda, but onnxruntime fell back to CPU (CUDA/cuDNN libraries missing?)")
+        return session, PROVIDER_NAMES.get(active, active)
 
     def _check_signature(self) -> None:
         """The graph's input and outputs must match the metadata, or the model is refused."""

@@ -30,7 +30,7 @@ test: $(VENV)/.test
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check app export tests
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app export
 
 # Known vulnerabilities in the installed dependencies (needs the package index).
 audit: $(VENV)/.test

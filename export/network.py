@@ -49,7 +49,8 @@ class MBConv(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return x + y if self.residual else y
+        out: torch.Tensor = x + y if self.residual else y
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -79,7 +80,8 @@ class EfficientNetLite0(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fc(self.features(x))
+        logits: torch.Tensor = self._fc(self.features(x))
+        return logits
 
 
 def pretrained_weights_path() -> Path:

@@ -53,7 +53,8 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
             log.info("using cached catalogue %s (%d images)", cache, len(catalogue))
             return _split_and_report(catalogue, config, work)
     catalogue = load_catalogue(data, config.heads, config.data, preprocessing(config))
-    np.savez(cache, pixels=catalogue.pixels, **{f"label_{k}": v for k, v in catalogue.labels.items()})
+    arrays = {"pixels": catalogue.pixels, **{f"label_{k}": v for k, v in catalogue.labels.items()}}
+    np.savez(cache, **arrays)
     meta.write_text(
         json.dumps(
             {
@@ -90,8 +91,8 @@ def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) ->
         len(train),
         len(val),
         len(test),
-        {k: list(v) for k, v in catalogue.report.get("masked_classes", {}).items() if v},
-    )  # type: ignore[union-attr]
+        catalogue.report.get("masked_classes"),
+    )
     return Splits(train, val, test)
 
 

@@ -112,7 +112,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     ckpt_dir = work / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     generator = torch.Generator().manual_seed(cfg.seed)
     fill = (255.0 - model.mean) / model.std
 
@@ -151,7 +151,7 @@ def train(
             phase_epochs = cfg.warmup_epochs if warm else cfg.epochs
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
-                max_lr=[g["lr"] for g in groups],
+                max_lr=[cfg.head_lr, cfg.backbone_lr][: len(groups)],
                 total_steps=max(1, phase_epochs * steps_per_epoch),
                 pct_start=0.15 if not warm else 0.3,
                 anneal_strategy="cos",
@@ -180,7 +180,7 @@ def train(
                 if (y != IGNORE).any():
                     loss = loss + specs[name].loss_weight * losses[name](logits[name], y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
             first = model.head_names[0]
@@ -219,5 +219,5 @@ def train(
 
     best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
-    model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TrainResult(ckpt_dir / "best.pt", best_epoch, best_val, history, time.monotonic() - start)

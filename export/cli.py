@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step in ("build", "train"):
         run_train(splits, config, work)
     if args.step in ("build", "package"):
-        reproduce = "vitrine export " + " ".join(shlex.quote(a) for a in argv)
+        # `build` is `train` then `package` with the same options: the one command that reproduces the folder.
+        reproduce = "vitrine export build " + " ".join(shlex.quote(a) for a in argv[1:])
         package(
             splits,
             config,

@@ -108,3 +108,15 @@ def test_images_of_a_client_that_went_away_are_not_run(tiny_settings: Settings, 
         text = httpx.get(f"{url}/metrics").text
         assert metric(text, "vitrine_batch_size_sum") == 0
         assert metric(text, 'vitrine_requests_total{endpoint="classify",status="499"}') == 1
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_while_streaming(tiny_settings: Settings) -> None:
+    with running(tiny_settings) as url:
+
+        def body() -> Iterator[bytes]:
+            for _ in range(64):  # 64 x 64 KiB = 4 MiB, twice the 2 MB limit, with no Content-Length
+                yield b"\xff" * 65536
+
+        response = httpx.post(f"{url}/classify", content=body(), headers={"content-type": "image/jpeg"}, timeout=30)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"

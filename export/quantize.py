@@ -66,6 +66,14 @@ def _copy_metadata(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+def float_nodes(model: onnx.ModelProto, first_convs: int, last_convs: int) -> list[str]:
+    """Names of the nodes kept in float: the first and last few Conv nodes and every Gemm/MatMul (the heads)."""
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
+    linear = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
+    tail = convs[len(convs) - last_convs :] if last_convs else []
+    return [*convs[:first_convs], *tail, *linear]
+
+
 def quantize_int8(
     fp32_path: Path,
     out_path: Path,
@@ -74,8 +82,15 @@ def quantize_int8(
     per_channel: bool = True,
     calibration: Calibration = "minmax",
     batch_size: int = 16,
+    float_first_convs: int = 3,
+    float_last_convs: int = 1,
 ) -> Path:
-    """Static INT8 quantisation (QDQ, uint8 activations, int8 weights) calibrated on uint8 NHWC pixels."""
+    """Static INT8 quantisation (QDQ, uint8 activations, int8 weights) calibrated on uint8 NHWC pixels.
+
+    The first `float_first_convs` and last `float_last_convs` convolutions and the linear heads stay in
+    float: measured on the default model, quantising the stem block cost 2.8 points of article-type
+    top-1 and 1.8 of colour, and keeping these few layers in float brings every head within 0.5 points.
+    """
     check_pixels(calibration_pixels)
     input_name = _input_name(fp32_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +99,7 @@ def quantize_int8(
         # Shape inference plus onnxruntime's basic graph optimisations (e.g. batch norm folded into conv),
         # so the quantiser sees the graph the runtime will run and can quantise every tensor of known shape.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        keep_float = float_nodes(onnx.load(str(prepared)), float_first_convs, float_last_convs)
         quantize_static(
             str(prepared),
             str(out_path),
@@ -98,6 +114,7 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             calibrate_method=_CALIBRATION_METHODS[calibration],
             calibration_providers=["CPUExecutionProvider"],
+            nodes_to_exclude=keep_float,
         )
     _copy_metadata(fp32_path, out_path)
     log.info(

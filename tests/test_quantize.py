@@ -98,7 +98,8 @@ def reference(fp32: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def int8(fp32: Path, pixels: np.ndarray) -> Path:
-    return quantize_int8(fp32, fp32.parent / "model.int8.onnx", pixels[:32])
+    # The tiny net has three convolutions: quantise them all (the default keeps the stem block in float).
+    return quantize_int8(fp32, fp32.parent / "model.int8.onnx", pixels[:32], float_first_convs=0, float_last_convs=0)
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,15 @@ def test_fp16_runs_on_cpu_close_to_fp32(fp16: Path, pixels: np.ndarray, referenc
 def test_benchmark_cpu_reports_images_per_second(int8: Path, pixels: np.ndarray) -> None:
     rate = benchmark_cpu(int8, pixels[:3], batch_size=8, threads=1, seconds=0.2)
     assert math.isfinite(rate) and rate > 0
+
+
+def test_default_keeps_the_stem_block_last_conv_and_heads_in_float(
+    fp32: Path, pixels: np.ndarray, tmp_path: Path
+) -> None:
+    quantized = onnx.load(
+        str(quantize_int8(fp32, tmp_path / "q.onnx", pixels[:16], float_first_convs=1, float_last_convs=1))
+    )
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+    produced_by_dq = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized_weights = [c.name for c in convs if c.input[1] in produced_by_dq]
+    assert len(convs) == 3 and quantized_weights == [convs[1].name]

@@ -1,0 +1,78 @@
+"""The committed default model: loads as the service loads it, labels as in the catalogue, answers real photos."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.repository import resolve
+from app.settings import DEFAULT_REPOSITORY, Settings
+from tests.conftest import CATALOGUE
+
+NAME = "product-classifier"
+
+
+@pytest.fixture(scope="module")
+def default_client() -> TestClient:
+    settings = Settings(providers="cpu", max_batch_size=16)
+    with TestClient(create_app(settings)) as client:
+        yield client  # type: ignore[misc]
+
+
+def test_default_version_is_complete_and_small() -> None:
+    version = resolve(DEFAULT_REPOSITORY, NAME)
+    assert set(version.metadata.files) == {"fp32", "int8", "fp16"}
+    for precision in ("fp32", "int8", "fp16"):
+        path = version.file_for(precision)
+        assert path.stat().st_size < 20 * 2**20, path
+    assert (version.folder / "README.md").exists()
+    for head in version.metadata.heads:
+        assert (
+            version.metadata.metrics["int8"][f"{head.name}.top1"]
+            >= version.metadata.metrics["fp32"][f"{head.name}.top1"] - 0.01
+        )
+
+
+def test_labels_are_the_catalogue_names() -> None:
+    meta = resolve(DEFAULT_REPOSITORY, NAME).metadata
+    article = meta.head_by_level("article")
+    assert article is not None and {"Tshirts", "Casual Shoes", "Watches"} <= set(article.labels)
+    colour = next(h for h in meta.heads if h.key == "colour")
+    assert "Navy Blue" in colour.labels
+    assert {h.key for h in meta.attribute_heads} == {"colour", "gender", "season", "usage"}
+
+
+def test_answers_real_catalogue_photos(default_client: TestClient) -> None:
+    rows = list(csv.DictReader((CATALOGUE / "labels.csv").open(newline="")))
+    files = [("images", (f"{r['id']}.jpg", (CATALOGUE / f"{r['id']}.jpg").read_bytes(), "image/jpeg")) for r in rows]
+    body = default_client.post("/classify", files=files).json()
+    assert body["model"]["name"] == NAME and body["model"]["provider"] == "cpu"
+    predicted = [r["category"] for r in body["results"]]
+    article = np.mean([p["label"] == r["articleType"] for p, r in zip(predicted, rows, strict=True)])
+    master = np.mean([p["master"]["label"] == r["masterCategory"] for p, r in zip(predicted, rows, strict=True)])
+    assert article >= 0.75, article
+    assert master >= 0.9, master
+    attributes = default_client.post("/attributes", files=files[:8]).json()["results"]
+    genders = [a["attributes"]["gender"]["label"] for a in attributes]
+    assert np.mean([g == r["gender"] for g, r in zip(genders, rows[:8], strict=True)]) >= 0.5
+
+
+def test_fp32_and_int8_agree(photos: list[bytes]) -> None:
+    answers = {}
+    for precision in ("fp32", "int8"):
+        with TestClient(create_app(Settings(providers="cpu", precision=precision))) as client:
+            files = [("images", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(photos[:24])]
+            answers[precision] = [
+                r["category"]["label"] for r in client.post("/classify", files=files).json()["results"]
+            ]
+    agreement = np.mean([a == b for a, b in zip(answers["fp32"], answers["int8"], strict=True)])
+    assert agreement >= 0.9, agreement
+
+
+def test_repository_is_the_checkout_models_folder() -> None:
+    assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_REPOSITORY

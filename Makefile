@@ -42,7 +42,7 @@ bench: $(VENV)/.test
 
 # 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI).
 soak: $(VENV)/.test
-	$(PY) tools/soak.py --minutes 10
+	$(PY) tools/soak.py --minutes 10 --out tools/results/soak.json
 
 # Rebuild the default model from the catalogue export (about an hour on 2 CPU cores).
 export-default: $(VENV)/.test

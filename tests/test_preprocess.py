@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,3 +79,12 @@ def test_bad_input_is_refused_with_a_code(data: bytes, error: type[ImageError]) 
 def test_truncated_jpeg_is_an_image_error(photos: list[bytes]) -> None:
     with pytest.raises(ImageError):
         decode(photos[0][: len(photos[0]) // 3], SPEC)
+
+
+def test_animated_gif_uses_the_first_frame() -> None:
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    pixels = decode(buffer.getvalue(), SPEC).astype(int)
+    red, green, blue = pixels[32, 32]
+    assert red > 150 and green < 50 and blue < 50

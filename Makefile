@@ -36,8 +36,19 @@ lint: $(VENV)/.test
 audit: $(VENV)/.test
 	$(VENV)/bin/pip-audit --skip-editable
 
-# Load benchmark against the in-process ceiling and peer servers (several minutes; see README, Performance).
-bench: $(VENV)/.test
+BENTO ?= .venv-bento
+
+$(BENTO)/bin/bentoml:
+	$(PYTHON) -m venv $(BENTO)
+	$(BENTO)/bin/pip --disable-pip-version-check -q install bentoml==1.4.40 onnxruntime==1.32.0 numpy==2.4.6 pillow==13.0.0
+
+$(VENV)/.bench: pyproject.toml | $(PY)
+	$(PIP) install -e ".[bench]"
+	touch $@
+
+# Load benchmark against the in-process ceiling and peer servers (about 5 minutes on 2 cores; README, Performance).
+bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml
+	@command -v wrk >/dev/null && command -v hey >/dev/null || { echo "apt-get install -y hey wrk"; exit 1; }
 	$(VENV)/bin/vitrine bench
 
 # 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI).

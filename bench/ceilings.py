@@ -1,0 +1,167 @@
+"""The ceilings a server is measured against: the model alone, and decode + preprocess + run without HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import cycle, islice
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.preprocess import decode
+from app.repository import ModelVersion
+from app.runtime import Runtime
+
+
+def _timed_loop(step: Callable[[], int], duration_s: float, warmup_steps: int = 3) -> tuple[float, int]:
+    """Run `step` (which returns images done) for `duration_s` after a warm-up; (images/s, steps)."""
+    for _ in range(warmup_steps):
+        step()
+    images = steps = 0
+    started = time.perf_counter()
+    while True:
+        images += step()
+        steps += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= duration_s:
+            return images / elapsed, steps
+
+
+def onnxruntime_alone(model: Path, pixels: np.ndarray, *, threads: int, duration_s: float) -> dict[str, object]:
+    """The model file in a bare onnxruntime session, session options as the service sets them."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def step() -> int:
+        session.run(None, {name: pixels})
+        return len(pixels)
+
+    rate, steps = _timed_loop(step, duration_s)
+    return {
+        "images_per_s": round(rate, 1),
+        "batch": len(pixels),
+        "threads": threads,
+        "runs": steps,
+        "model": str(model),
+    }
+
+
+def _chunks(items: list[bytes], parts: int) -> list[list[bytes]]:
+    size = -(-len(items) // max(1, min(parts, len(items))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def in_process(
+    version: ModelVersion,
+    jpegs: list[bytes],
+    *,
+    precision: str,
+    threads: int,
+    decode_threads: int,
+    batch: int,
+    duration_s: float,
+    pipelined: bool,
+    spinning: bool = True,
+) -> dict[str, object]:
+    """app.preprocess.decode on a pool of `decode_threads` and app.runtime.Runtime.run, no HTTP.
+
+    Sequential: decode a batch (split over the decode threads), then run it (onnxruntime's threads).
+    Pipelined: the decode threads decode the next batch while the model runs this one, as the
+    service overlaps them. `spinning` is onnxruntime's intra-op spinning (the service's setting).
+    """
+    runtime = Runtime(version, precision=precision, providers="cpu", intra_op_threads=threads, spinning=spinning)
+    runtime.warm_up(batch)
+    spec = runtime.metadata.preprocessing
+    stream = cycle(jpegs)
+
+    def decode_chunk(blobs: list[bytes]) -> list[np.ndarray]:
+        return [decode(b, spec) for b in blobs]
+
+    with ThreadPoolExecutor(decode_threads, thread_name_prefix="bench-decode") as pool:
+
+        def submit_batch() -> list[Future[list[np.ndarray]]]:
+            return [pool.submit(decode_chunk, c) for c in _chunks(list(islice(stream, batch)), decode_threads)]
+
+        def collect(futures: list[Future[list[np.ndarray]]]) -> np.ndarray:
+            return np.stack([a for f in futures for a in f.result()])
+
+        pending: list[list[Future[list[np.ndarray]]]] = []
+
+        def step_sequential() -> int:
+            runtime.run(collect(submit_batch()))
+            return batch
+
+        def step_pipelined() -> int:
+            if not pending:
+                pending.append(submit_batch())
+            pixels = collect(pending.pop())
+            pending.append(submit_batch())
+            runtime.run(pixels)
+            return batch
+
+        rate, steps = _timed_loop(step_pipelined if pipelined else step_sequential, duration_s)
+        for futures in pending:
+            collect(futures)
+    return {
+        "images_per_s": round(rate, 1),
+        "batch": batch,
+        "threads": threads,
+        "decode_threads": decode_threads,
+        "pipelined": pipelined,
+        "spinning": spinning,
+        "runs": steps,
+        "precision": runtime.precision,
+        "model": str(runtime.path),
+    }
+
+
+def in_process_workers(
+    version: ModelVersion, jpegs: list[bytes], *, precision: str, workers: int, batch: int, duration_s: float
+) -> dict[str, object]:
+    """`workers` threads that each decode a batch and run it on one shared single-threaded session.
+
+    The shape of the naive peer, without HTTP: no handoff between decode and model threads, and no
+    intra-op barriers for the decoding to stall. Often the fastest arrangement on few cores.
+    """
+    runtime = Runtime(version, precision=precision, providers="cpu", intra_op_threads=1)
+    runtime.warm_up(batch)
+    spec = runtime.metadata.preprocessing
+    counts = [0] * workers
+    deadline = [0.0]  # set before the workers are released
+
+    def work(index: int) -> None:
+        stream = cycle(jpegs[index::workers])
+        runtime.run(np.stack([decode(b, spec) for b in islice(stream, batch)]))  # warm-up
+        barrier.wait()
+        while time.perf_counter() < deadline[0]:
+            runtime.run(np.stack([decode(b, spec) for b in islice(stream, batch)]))
+            counts[index] += batch
+
+    barrier = threading.Barrier(workers + 1)
+    pool = [threading.Thread(target=work, args=(i,), name=f"bench-worker-{i}") for i in range(workers)]
+    for t in pool:
+        t.start()
+    deadline[0] = time.perf_counter() + duration_s
+    started = time.perf_counter()
+    barrier.wait()
+    for t in pool:
+        t.join()
+    rate = sum(counts) / (time.perf_counter() - started)
+    return {
+        "images_per_s": round(rate, 1),
+        "batch": batch,
+        "threads": 1,
+        "workers": workers,
+        "precision": runtime.precision,
+        "model": str(runtime.path),
+    }

@@ -1,0 +1,150 @@
+"""Micro-benchmarks behind bench/PROFILE.md: decode variants, and the model's cost by batch size.
+
+    python -m bench.micro [--seconds 3]
+
+1. Decode variants on real catalogue JPEGs, one thread: `app.preprocess.decode` as it is, and
+   candidates that produce the same pixels (checked on every image used) with less work per image.
+2. The served model file in onnxruntime alone at batch 1 to 64, with 1 and 2 intra-op threads.
+3. Decode + run in-process with one model thread of 2 intra-op threads and decoding pipelined on 2
+   threads (the service's shape) against two workers that each decode and run their own batch on
+   one intra-op thread (the naive peer's shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+from itertools import cycle, islice
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from app.preprocess import decode, open_image, to_rgb
+from app.repository import resolve
+from app.runtime import choose_precision
+from app.schema import Preprocessing
+from app.settings import Settings
+from bench.ceilings import in_process, in_process_workers, onnxruntime_alone
+from bench.images import load_jpegs
+
+
+def _paste_pad(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """Resize to fit, paste onto a PIL canvas of the pad colour, one array conversion."""
+    size = spec.size
+    width, height = image.size
+    scale = size / max(width, height)
+    new_w, new_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    canvas = Image.new("RGB", (size, size), spec.pad_colour)
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.asarray(canvas)
+
+
+def decode_paste(data: bytes, spec: Preprocessing) -> np.ndarray:
+    """Candidate: as `decode`, but pad with a PIL paste instead of a numpy fill and slice copy."""
+    opened = open_image(data, max_pixels=40_000_000)
+    if opened.format == "JPEG":
+        opened.draft("RGB", (spec.size, spec.size))
+    image: Image.Image = ImageOps.exif_transpose(opened) or opened
+    return _paste_pad(to_rgb(image, spec.pad_colour), spec)
+
+
+def decode_no_exif(data: bytes, spec: Preprocessing) -> np.ndarray:
+    """Candidate: as `decode_paste`, and `exif_transpose` only when an orientation tag is set."""
+    opened = open_image(data, max_pixels=40_000_000)
+    image: Image.Image = opened
+    if opened.format == "JPEG":
+        opened.draft("RGB", (spec.size, spec.size))
+    if opened.getexif().get(0x0112, 1) != 1:
+        image = ImageOps.exif_transpose(opened) or opened
+    return _paste_pad(to_rgb(image, spec.pad_colour), spec)
+
+
+def per_image_us(fn: Callable[[bytes], object], jpegs: list[bytes], seconds: float) -> float:
+    """Microseconds per call of `fn` over the images, one thread."""
+    for data in jpegs[:32]:
+        fn(data)
+    n, started = 0, time.perf_counter()
+    for data in cycle(jpegs):
+        fn(data)
+        n += 1
+        if n % 64 == 0 and time.perf_counter() - started >= seconds:
+            break
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print each micro-benchmark's figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--images", type=int, default=256)
+    args = parser.parse_args(argv)
+    jpegs, source = load_jpegs(args.images)
+    settings = Settings()
+    version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+    spec = version.metadata.preprocessing
+    print(f"# {source}")
+    variants: dict[str, Callable[[bytes, Preprocessing], np.ndarray]] = {
+        "app.preprocess.decode": decode,
+        "paste on a PIL canvas": decode_paste,
+        "paste + exif only if tagged": decode_no_exif,
+    }
+    for data in jpegs:
+        reference = decode(data, spec)
+        for name, fn in variants.items():
+            if not np.array_equal(fn(data, spec), reference):
+                raise SystemExit(f"{name} differs from app.preprocess.decode")
+    base = per_image_us(partial(decode, spec=spec), jpegs, args.seconds)
+    for name, fn in variants.items():
+        us = base if fn is decode else per_image_us(_bind(fn, spec), jpegs, args.seconds)
+        print(f"decode {name:32s} {us:7.1f} us/image  ({base / us:.2f}x)")
+    path = version.file_for(choose_precision(version, "auto", "cpu"))
+    pixels = np.stack([decode(b, spec) for b in islice(cycle(jpegs), 64)])
+    for threads in (1, 2):
+        rates = [
+            onnxruntime_alone(path, pixels[:n], threads=threads, duration_s=args.seconds)["images_per_s"]
+            for n in (1, 4, 8, 16, 32, 64)
+        ]
+        print(
+            f"onnxruntime alone, {threads} thread(s), batch 1/4/8/16/32/64: "
+            + " / ".join(f"{r:.0f}" for r in rates)
+            + " img/s"
+        )
+    for workers, threads, batch in ((1, 2, 32), (2, 1, 16), (2, 1, 32)):
+        if threads == 1:
+            result = in_process_workers(
+                version, jpegs, precision="auto", workers=workers, batch=batch, duration_s=args.seconds
+            )
+        else:
+            result = in_process(
+                version,
+                jpegs,
+                precision="auto",
+                threads=threads,
+                decode_threads=2,
+                batch=batch,
+                duration_s=args.seconds,
+                pipelined=True,
+            )
+        rate = float(result["images_per_s"])  # type: ignore[arg-type]
+        print(
+            f"in-process, batch {batch}: "
+            + (
+                "1 model thread x 2 intra-op threads, decode pipelined on 2 threads"
+                if threads == 2
+                else f"{workers} workers each decoding and running on 1 intra-op thread"
+            )
+            + f": {rate:.0f} img/s"
+        )
+    return 0
+
+
+def _bind(fn: Callable[[bytes, Preprocessing], np.ndarray], spec: Preprocessing) -> Callable[[bytes], object]:
+    return lambda data: fn(data, spec)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""BentoML peer: the same ONNX file behind BentoML's adaptive batching, the same preprocessing.
+
+Clients post multipart `images` parts (as to Vitrine); BentoML's dispatcher merges the images of
+concurrent requests into one call of `classify` (up to BENCH_MAX_BATCH_SIZE images, within
+BENCH_MAX_LATENCY_MS), which decodes them with `app.preprocess.decode` on a small thread pool and runs
+the model once. Runs in its own virtual environment (.venv-bento), with the repository on PYTHONPATH:
+
+    BENCH_MODEL=models/product-classifier/1/model.int8.onnx PYTHONPATH=. \
+        .venv-bento/bin/bentoml serve bench.peers.bento_service:Classifier --port 3000
+
+BentoML reads the service's settings from the decorators when this module is imported, so the
+environment is read here at import, unlike the service itself.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+
+from app.preprocess import decode
+from app.schema import ModelMetadata
+
+MODEL = Path(os.environ.get("BENCH_MODEL", "models/product-classifier/1/model.int8.onnx"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+DECODE_THREADS = int(os.environ.get("BENCH_DECODE_THREADS", "2"))
+MAX_BATCH_SIZE = int(os.environ.get("BENCH_MAX_BATCH_SIZE", "32"))
+MAX_LATENCY_MS = int(os.environ.get("BENCH_MAX_LATENCY_MS", "1000"))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probs
+
+
+# One worker like Vitrine; access logs off, as Vitrine runs without them (they cost a line per request).
+@bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
+class Classifier:
+    """One worker holding one onnxruntime session; `classify` is batchable across requests."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        self.session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
+        self.metadata = ModelMetadata.read(MODEL.parent)
+        self.spec = self.metadata.preprocessing
+        self.heads = {str(h.level): h for h in self.metadata.heads if h.role == "category"}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="bento-decode")
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)  # type: ignore[untyped-decorator]
+    def classify(self, images: list[Path]) -> list[dict[str, Any]]:
+        """One result per image of the merged batch (BentoML splits them back per request)."""
+        pixels = np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), self.spec), images)))
+        raw = dict(zip(self.outputs, self.session.run(self.outputs, {self.spec.input_name: pixels}), strict=True))
+        probs = {level: _softmax(raw[h.output]) for level, h in self.heads.items()}
+        article = self.heads["article"]
+        results: list[dict[str, Any]] = []
+        for i in range(len(images)):
+            category: dict[str, Any] = {}
+            for level, head in self.heads.items():
+                p = probs[level][i]
+                k = int(p.argmax())
+                entry = {"label": head.labels[k], "score": round(float(p[k]), 6)}
+                if level == "article":
+                    category.update(entry)
+                else:
+                    category[level] = entry
+            p = probs["article"][i]
+            top = [{"label": article.labels[j], "score": round(float(p[j]), 6)} for j in np.argsort(-p)[:5]]
+            results.append({"index": i, "status": "ok", "category": category, "top_k": top})
+        return results

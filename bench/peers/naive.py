@@ -1,0 +1,106 @@
+"""Naive peer: FastAPI + onnxruntime, one model run per request, no batching across requests.
+
+The way such a service is usually first written: a sync endpoint (run on Starlette's thread pool),
+the same preprocessing (`app.preprocess.decode`), one `session.run` over the request's images, and a
+JSON answer of the same shape as Vitrine's /classify. Configured by environment variables:
+BENCH_MODEL (ONNX file), BENCH_THREADS (onnxruntime intra-op threads), BENCH_METADATA (model folder).
+
+Run: uvicorn --factory bench.peers.naive:create_app
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse
+
+from app.preprocess import decode
+from app.schema import ModelMetadata
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probs
+
+
+class NaiveModel:
+    """One onnxruntime session and the labels; `classify` answers one request's images."""
+
+    def __init__(self, model: Path, metadata: ModelMetadata, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.metadata = metadata
+        self.spec = metadata.preprocessing
+        self.heads = {str(h.level): h for h in metadata.heads if h.role == "category"}
+
+    def classify(self, blobs: list[bytes], top_k: int = 5) -> dict[str, Any]:
+        """Decode, one model run, and the top label per category level plus the top-k article types."""
+        pixels = np.stack([decode(b, self.spec) for b in blobs])
+        # Every output, as the service fetches them (attribute heads and embedding included).
+        names = [o.name for o in self.session.get_outputs()]
+        outputs = dict(zip(names, self.session.run(names, {self.spec.input_name: pixels}), strict=True))
+        probs = {level: _softmax(outputs[h.output]) for level, h in self.heads.items()}
+        results = []
+        for i in range(len(blobs)):
+            category: dict[str, Any] = {}
+            for level, head in self.heads.items():
+                p = probs[level][i]
+                k = int(p.argmax())
+                entry = {"label": head.labels[k], "score": round(float(p[k]), 6)}
+                if level == "article":
+                    category.update(entry)
+                else:
+                    category[level] = entry
+            article = self.heads["article"]
+            p = probs["article"][i]
+            order = np.argsort(-p)[:top_k]
+            results.append(
+                {
+                    "index": i,
+                    "status": "ok",
+                    "category": category,
+                    "top_k": [{"label": article.labels[j], "score": round(float(p[j]), 6)} for j in order],
+                }
+            )
+        return {"results": results}
+
+
+def create_app() -> FastAPI:
+    """The naive app; the model loads in the lifespan."""
+    model_path = Path(os.environ["BENCH_MODEL"])
+    metadata = ModelMetadata.read(Path(os.environ.get("BENCH_METADATA", str(model_path.parent))))
+    threads = int(os.environ.get("BENCH_THREADS", "2"))
+    state: dict[str, NaiveModel] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state["model"] = NaiveModel(model_path, metadata, threads)
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/health/ready")
+    def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/classify")
+    async def classify(request: Request) -> Response:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=64)
+            blobs = [await p.read() for p in form.getlist("images") if isinstance(p, UploadFile)]
+        else:
+            blobs = [await request.body()]
+        return JSONResponse(await run_in_threadpool(state["model"].classify, blobs))
+
+    return app

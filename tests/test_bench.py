@@ -1,0 +1,309 @@
+"""The benchmark's pure parts: /proc parsing, CPU split, load-generator output, bodies, ratios, goals, JSON."""
+
+from __future__ import annotations
+
+import json
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import images, loadgen, procstat, report, stacks
+from bench.runner import Options, count_results, measure
+
+PROC_STAT = """cpu  1000 50 200 5000 100 10 20 5 0 0
+cpu0 500 25 100 2500 50 5 10 2 0 0
+cpu1 500 25 100 2500 50 5 10 3 0 0
+intr 12345
+"""
+
+
+def test_proc_stat_busy_leaves_out_idle_and_iowait() -> None:
+    times = procstat.parse_proc_stat(PROC_STAT)
+    assert times.busy == 1000 + 50 + 200 + 10 + 20 + 5
+    assert times.total == times.busy + 5000 + 100
+
+
+def test_proc_stat_without_cpu_line_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        procstat.parse_proc_stat("intr 1\n")
+
+
+def test_pid_stat_survives_spaces_and_parentheses_in_the_name() -> None:
+    fields = ["S", "77"] + ["0"] * 9 + ["120", "30"] + ["0"] * 30
+    ppid, jiffies = procstat.parse_pid_stat("4242 (uvicorn (worker) 1) " + " ".join(fields))
+    assert (ppid, jiffies) == (77, 150)
+
+
+def test_own_pid_stat_parses() -> None:
+    ppid, jiffies = procstat.parse_pid_stat(Path("/proc/self/stat").read_text())
+    assert ppid > 0 and jiffies >= 0
+
+
+def test_vm_lines() -> None:
+    status = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
+    assert procstat.parse_vm_kb(status, "VmRSS") == 102400
+    assert procstat.parse_vm_kb(status, "VmHWM") == 204800
+    assert procstat.parse_vm_kb(status, "VmSwap") is None
+
+
+def test_descendants_follow_the_tree_and_nothing_else() -> None:
+    stats = {1: (0, 0), 10: (1, 5), 11: (10, 7), 12: (11, 1), 20: (1, 100)}
+    assert procstat.descendants([10], stats) == {10, 11, 12}
+    assert procstat.tree_jiffies([10], stats) == 13
+    assert procstat.descendants([999], stats) == set()
+
+
+def test_cpu_share_gives_the_rest_to_others() -> None:
+    before, after = procstat.CpuTimes(busy=0, total=0), procstat.CpuTimes(busy=300, total=400)
+    share = procstat.cpu_share(
+        before,
+        after,
+        {"server": 0, "bench": 0, "loadgen": 0},
+        {"server": 150, "bench": 10, "loadgen": 40},
+        wall_s=2.0,
+        clk_tck=100,
+    )
+    assert share.total_cores == pytest.approx(1.5)
+    assert share.groups == pytest.approx({"server": 0.75, "bench": 0.05, "loadgen": 0.2})
+    assert share.others_cores == pytest.approx(0.5)
+    assert share.as_dict()["server_cores"] == 0.75
+
+
+def test_cpu_share_never_negative() -> None:
+    share = procstat.cpu_share(
+        procstat.CpuTimes(0, 0), procstat.CpuTimes(10, 20), {"server": 0}, {"server": 50}, wall_s=1.0, clk_tck=100
+    )
+    assert share.others_cores == 0.0
+
+
+def test_measure_repeats_a_disturbed_phase_and_flags_it() -> None:
+    calls: list[int] = []
+    opts = Options(results=Path("."), max_other_cores=-1.0, retries=2, retry_pause_s=0.0)
+    measured = measure("test", [], lambda: calls.append(1) or len(calls), opts)
+    assert len(calls) == 3 and measured.attempts == 3 and measured.disturbed
+    assert len(measured.others_per_attempt) == 3
+
+
+def test_measure_stops_at_the_first_quiet_attempt() -> None:
+    opts = Options(results=Path("."), max_other_cores=1e9, retries=2, retry_pause_s=0.0)
+    measured = measure("test", [], lambda: "done", opts)
+    assert (measured.value, measured.attempts, measured.disturbed) == ("done", 1, False)
+
+
+WRK_OUT = """Running 15s test @ http://127.0.0.1:8000/classify
+WRKJSON {"requests":1000,"duration_us":10000000,"bytes":1,"errors":{"connect":0,"read":0,"write":0,"status":40,\
+"timeout":0},"latency_us":{"mean":12000.5,"stdev":1.0,"max":90000,"p50":10000,"p90":20000,"p95":25000,"p99":50000,\
+"p999":80000},"scheduled":0,"late":0,"late_ms_total":0.0}
+"""
+
+
+def test_wrk_result_counts_only_2xx_as_throughput() -> None:
+    result = loadgen.parse_wrk(WRK_OUT, connections=4, images_per_request=16)
+    assert result.ok == 960
+    assert result.images_per_s == pytest.approx(960 * 16 / 10)
+    assert result.latency_ms["p99"] == 50.0
+    assert result.as_dict()["requests_per_s"] == 96.0
+
+
+def test_wrk_without_result_line_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        loadgen.parse_wrk("Running...\n", connections=1, images_per_request=1)
+
+
+def test_hey_csv_percentiles_over_2xx() -> None:
+    rows = ["response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset"]
+    rows += [f"{(i + 1) / 1000:.4f},0,0,0,0,0,200,{i / 100:.4f}" for i in range(100)]
+    rows += ["5.0000,0,0,0,0,0,503,1.0"]
+    result = loadgen.parse_hey_csv(
+        "\n".join(rows), connections=8, images_per_request=1, duration_s=2.0, target_rate_rps=50
+    )
+    assert (result.requests, result.ok) == (101, 100)
+    assert result.latency_ms["p50"] == 50.0 and result.latency_ms["p99"] == 99.0
+    assert result.statuses == {"200": 100, "503": 1}
+    assert result.requests_per_s == 50.0
+
+
+def test_percentile_nearest_rank() -> None:
+    assert loadgen.percentile([], 50) == 0.0
+    assert loadgen.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert loadgen.percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
+
+
+def test_open_loop_connections_cover_the_horizon_within_bounds() -> None:
+    assert loadgen.open_loop_connections(400, horizon_s=0.3) == 120
+    assert loadgen.open_loop_connections(400) == 240
+    assert loadgen.open_loop_connections(1) == 16
+    assert loadgen.open_loop_connections(1e6) == 512
+
+
+def test_wrk_scripts_and_command_line(tmp_path: Path) -> None:
+    assert "function delay" in loadgen.wrk_script(open_loop=True)
+    assert "function delay" not in loadgen.wrk_script(open_loop=False)
+    command = loadgen.Wrk(tmp_path).command(
+        "http://127.0.0.1:9/classify", tmp_path, 7, "image/jpeg", connections=32, duration_s=15, rate_rps=250.0
+    )
+    assert "-c32" in command and "-d15s" in command and "http://127.0.0.1:9/classify" in command
+    assert command[-6:] == [str(tmp_path), "7", "image/jpeg", "/classify", "250.0", "1"]
+    assert "function delay" in (tmp_path / "open.lua").read_text()
+
+
+def test_multipart_body_parses_back_to_the_same_images() -> None:
+    parts = [b"\xff\xd8first", b"\xff\xd8second\r\n--not-a-boundary"]
+    body = images.multipart_body(parts)
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {images.MULTIPART_TYPE}\r\n\r\n".encode() + body)
+    payloads = [p.get_payload(decode=True) for p in message.iter_parts()]
+    assert payloads == parts
+    assert all(p.get_param("name", header="content-disposition") == "images" for p in message.iter_parts())
+
+
+def test_bodies_cycle_through_the_images() -> None:
+    out = images.bodies([b"a", b"b", b"c"], 1, 4, raw=True)
+    assert out == [b"a", b"b", b"c", b"a"]
+    assert len(images.bodies([b"a", b"b"], 16, 3)) == 3
+    with pytest.raises(ValueError):
+        images.bodies([b"a"], 2, 1, raw=True)
+
+
+def test_catalogue_fallback_reads_the_committed_photos(tmp_path: Path) -> None:
+    photos, source = images.load_jpegs(5, products=tmp_path / "none")
+    assert len(photos) == 5 and all(p[:2] == b"\xff\xd8" for p in photos)
+    assert "catalogue" in source
+
+
+def _phase(server: str, profile: str, img_s: float, p99: float) -> dict[str, Any]:
+    return {
+        "profile": profile,
+        "server": server,
+        "disturbed": False,
+        "attempts": 1,
+        "cpu": {"others_cores": 0.05},
+        "load": {
+            "images_per_s": img_s,
+            "requests_per_s": img_s,
+            "connections": 4,
+            "images_per_request": 16,
+            "requests": 100,
+            "ok": 100,
+            "latency_ms": {"p50": p99 / 2, "p95": p99 * 0.9, "p99": p99},
+        },
+    }
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "schema": report.SCHEMA,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "command": ["vitrine", "bench"],
+        "machine": {"cpu_model": "test", "cpus": 2},
+        "settings": {},
+        "model": {},
+        "ceilings": {
+            "onnxruntime": {"images_per_s": 1400.0},
+            "in_process": {"images_per_s": 900.0},
+            "in_process_pipelined": {"images_per_s": 1000.0},
+        },
+        "servers": {
+            "vitrine": {
+                "cold_start_s": [1.0, 1.2, 3.0],
+                "cold_start_median_s": 1.2,
+                "rss_peak_mb": 250.0,
+                "phases": {"A": _phase("vitrine", "A", 900.0, 100.0), "B": _phase("vitrine", "B", 550.0, 80.0)},
+            },
+            "bentoml": {
+                "cold_start_s": [2.5],
+                "rss_peak_mb": 400.0,
+                "phases": {"A": _phase("bentoml", "A", 500.0, 200.0), "B": _phase("bentoml", "B", 400.0, 60.0)},
+            },
+        },
+    }
+
+
+def test_ratios_use_the_better_in_process_ceiling() -> None:
+    ratios = report.compute_ratios(_results())
+    assert ratios["in_process_ceiling"] == 1000.0
+    assert ratios["vs_in_process"]["vitrine/A"] == 0.9
+    assert ratios["vs_onnxruntime"]["bentoml/B"] == pytest.approx(0.286, abs=1e-3)
+    assert ratios["vs_peer"]["bentoml/A"] == {
+        "throughput_ratio": 1.8,
+        "p99_ms": 100.0,
+        "peer_p99_ms": 200.0,
+        "p99_not_worse": True,
+    }
+
+
+def test_goals_need_throughput_and_tail_latency() -> None:
+    results = _results()
+    results["ratios"] = report.compute_ratios(results)
+    goals = {g["name"]: g for g in report.evaluate_goals(results)}
+    assert goals["A_vs_in_process"]["met"] is True
+    assert goals["B_vs_in_process"]["met"] is False  # 0.55 < 0.60
+    assert goals["A_vs_bentoml"]["met"] is True
+    assert goals["B_vs_bentoml"]["met"] is False  # 1.375x and a worse p99
+    assert goals["cold_start_s"]["met"] is True and goals["rss_peak_mb"]["met"] is True
+
+
+def test_goals_not_measured_without_a_peer() -> None:
+    results = _results()
+    del results["servers"]["bentoml"]
+    goals = {g["name"]: g for g in report.evaluate_goals(results)}
+    assert goals["A_vs_bentoml"]["met"] is None and goals["A_vs_bentoml"]["value"] is None
+
+
+def test_table_lists_ceilings_then_phases_with_ratios() -> None:
+    results = _results()
+    results["ratios"] = report.compute_ratios(results)
+    rows = report.table_rows(results)
+    assert [r[0] for r in rows] == ["ceiling"] * 3 + ["vitrine", "vitrine", "bentoml", "bentoml"]
+    vitrine_a = rows[3]
+    assert vitrine_a[1] == "A" and vitrine_a[4] == "900" and vitrine_a[10] == "0.90"
+    text = report.format_table(results)
+    assert "| server | profile |" in text and "vitrine vs bentoml/A: 1.80x" in text
+    assert "NOT MET" in text
+
+
+def test_result_json_shape_round_trips(tmp_path: Path) -> None:
+    results = _results()
+    results["ratios"] = report.compute_ratios(results)
+    results["goals"] = report.evaluate_goals(results)
+    assert report.missing_keys(results) == []
+    report.write_json(results, tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text()) == results
+    del results["servers"]["vitrine"]["phases"]["A"]["cpu"]
+    del results["goals"]
+    assert report.missing_keys(results) == ["goals", "servers.vitrine.phases.A.cpu"]
+
+
+def test_count_results_for_each_answer_shape() -> None:
+    vitrine = {"model": {}, "results": [{"category": {"label": "Tshirts"}}, {"category": {"label": "Watches"}}]}
+    assert count_results(vitrine) == (2, ["Tshirts", "Watches"])
+    assert count_results([{"category": {"label": "Heels"}}]) == (1, ["Heels"])
+
+
+COLLAPSED = """thread (1): MainThread;main (app/cli.py:88);Runner.run (asyncio/runners.py:118) 80
+thread (2): vitrine-decode_0;_worker (concurrent/futures/thread.py:83);decode (app/preprocess.py:83);\
+Image.resize (PIL/Image.py:2440) 30
+thread (3): vitrine-decode_1;_worker (concurrent/futures/thread.py:83);decode (app/preprocess.py:80);\
+ImageFile.load (PIL/ImageFile.py:300) 10
+garbage line
+"""
+
+
+def test_stacks_group_pool_threads_and_rank_functions() -> None:
+    parsed = stacks.parse_collapsed(COLLAPSED)
+    assert [s.thread for s in parsed] == ["MainThread", "vitrine-decode", "vitrine-decode"]
+    summary = stacks.summarise(parsed)
+    decode = summary["vitrine-decode"]
+    assert decode.samples == 40
+    assert decode.self[0] == ("Image.resize (PIL/Image.py)", 30)
+    assert decode.inclusive[0] == ("decode (app/preprocess.py)", 40)  # plumbing frames left out
+    assert "threads busy" in stacks.format_summary(summary, duration_s=1.0)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    results = _results()
+    results["ratios"] = report.compute_ratios(results)
+    report.plot(results, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

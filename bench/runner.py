@@ -277,43 +277,25 @@ class Bench:
         self.model_path = path
         pixels = np.stack([decode(b, version.metadata.preprocessing) for b in self.jpegs[:32]])
         opts = self.opts
+        in_process = partial(
+            ceilings.in_process,
+            version,
+            self.jpegs,
+            precision=precision,
+            threads=opts.threads,
+            decode_threads=opts.decode_threads,
+            batch=32,
+            duration_s=opts.ceiling_s,
+        )
         work: dict[str, Callable[[], Any]] = {
             "onnxruntime": lambda: ceilings.onnxruntime_alone(
                 path, pixels, threads=opts.threads, duration_s=opts.ceiling_s
             ),
-            "in_process": lambda: ceilings.in_process(
-                version,
-                self.jpegs,
-                precision=precision,
-                threads=opts.threads,
-                decode_threads=opts.decode_threads,
-                batch=32,
-                duration_s=opts.ceiling_s,
-                pipelined=False,
-            ),
-            "in_process_pipelined": lambda: ceilings.in_process(
-                version,
-                self.jpegs,
-                precision=precision,
-                threads=opts.threads,
-                decode_threads=opts.decode_threads,
-                batch=32,
-                duration_s=opts.ceiling_s,
-                pipelined=True,
-            ),
+            "in_process": lambda: in_process(pipelined=False),
+            "in_process_pipelined": lambda: in_process(pipelined=True),
             # onnxruntime's spinning threads compete with decoding for the cores: the ceiling is the
             # better of the two settings, so that a service setting cannot beat its own ceiling.
-            "in_process_pipelined_nospin": lambda: ceilings.in_process(
-                version,
-                self.jpegs,
-                precision=precision,
-                threads=opts.threads,
-                decode_threads=opts.decode_threads,
-                batch=32,
-                duration_s=opts.ceiling_s,
-                pipelined=True,
-                spinning=False,
-            ),
+            "in_process_pipelined_nospin": lambda: in_process(pipelined=True, spinning=False),
             # The naive peer's shape without HTTP: each worker decodes and runs its own batch.
             "in_process_workers": lambda: ceilings.in_process_workers(
                 version, self.jpegs, precision=precision, workers=opts.threads, batch=32, duration_s=opts.ceiling_s

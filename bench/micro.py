@@ -2,8 +2,9 @@
 
     python -m bench.micro [--seconds 3]
 
-1. Decode variants on real catalogue JPEGs, one thread: `app.preprocess.decode` as it is, and
-   candidates that produce the same pixels (checked on every image used) with less work per image.
+1. Decode variants on real catalogue JPEGs, one thread, interleaved rounds: `app.preprocess.decode`
+   as it is, the numpy padding it had before commit d33ed9a, and the Pillow padding without the
+   EXIF check; all produce the same pixels (checked on every image used).
 2. The served model file in onnxruntime alone at batch 1 to 64, with 1 and 2 intra-op threads.
 3. Decode + run in-process with one model thread of 2 intra-op threads and decoding pipelined on 2
    threads (the service's shape) against two workers that each decode and run their own batch on
@@ -13,9 +14,9 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
-from functools import partial
 from itertools import cycle, islice
 
 import numpy as np
@@ -52,15 +53,23 @@ def decode_paste(data: bytes, spec: Preprocessing) -> np.ndarray:
     return _paste_pad(to_rgb(image, spec.pad_colour), spec)
 
 
-def decode_no_exif(data: bytes, spec: Preprocessing) -> np.ndarray:
-    """Candidate: as `decode_paste`, and `exif_transpose` only when an orientation tag is set."""
+def decode_numpy_pad(data: bytes, spec: Preprocessing) -> np.ndarray:
+    """The service's decode before commit d33ed9a: EXIF transpose always, pad by numpy fill + slice copy."""
     opened = open_image(data, max_pixels=40_000_000)
-    image: Image.Image = opened
     if opened.format == "JPEG":
         opened.draft("RGB", (spec.size, spec.size))
-    if opened.getexif().get(0x0112, 1) != 1:
-        image = ImageOps.exif_transpose(opened) or opened
-    return _paste_pad(to_rgb(image, spec.pad_colour), spec)
+    image: Image.Image = to_rgb(ImageOps.exif_transpose(opened) or opened, spec.pad_colour)
+    size = spec.size
+    width, height = image.size
+    scale = size / max(width, height)
+    new_w, new_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[:] = spec.pad_colour
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(image, dtype=np.uint8)
+    return canvas
 
 
 def per_image_us(fn: Callable[[bytes], object], jpegs: list[bytes], seconds: float) -> float:
@@ -81,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the decode variants")
     args = parser.parse_args(argv)
     jpegs, source = load_jpegs(args.images)
     settings = Settings()
@@ -89,18 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {source}")
     variants: dict[str, Callable[[bytes, Preprocessing], np.ndarray]] = {
         "app.preprocess.decode": decode,
-        "paste on a PIL canvas": decode_paste,
-        "paste + exif only if tagged": decode_no_exif,
+        "numpy pad, EXIF always (pre-d33ed9a)": decode_numpy_pad,
+        "Pillow paste, EXIF always": decode_paste,
     }
     for data in jpegs:
         reference = decode(data, spec)
         for name, fn in variants.items():
             if not np.array_equal(fn(data, spec), reference):
                 raise SystemExit(f"{name} differs from app.preprocess.decode")
-    base = per_image_us(partial(decode, spec=spec), jpegs, args.seconds)
-    for name, fn in variants.items():
-        us = base if fn is decode else per_image_us(_bind(fn, spec), jpegs, args.seconds)
-        print(f"decode {name:32s} {us:7.1f} us/image  ({base / us:.2f}x)")
+    # Interleaved rounds, medians: single-thread timings on this VM drift by ±20 % within a minute.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            times[name].append(per_image_us(_bind(fn, spec), jpegs, args.seconds / args.rounds))
+    base = statistics.median(times["app.preprocess.decode"])
+    for name, samples in times.items():
+        us = statistics.median(samples)
+        print(
+            f"decode {name:32s} {us:7.1f} us/image  ({base / us:.2f}x)  rounds: "
+            + " ".join(f"{t:.0f}" for t in samples)
+        )
     path = version.file_for(choose_precision(version, "auto", "cpu"))
     pixels = np.stack([decode(b, spec) for b in islice(cycle(jpegs), 64)])
     for threads in (1, 2):

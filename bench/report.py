@@ -278,10 +278,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
             )
             mark = " (disturbed)" if r.get("disturbed") else ""
             ax.annotate(profile + mark, (x, lat["p99"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ceilings = results.get("ratios", {})
+    ratios = results.get("ratios", {})
+    ort_disturbed = bool((results.get("ceilings", {}).get("onnxruntime") or {}).get("disturbed"))
     for value, label, style in (
-        (ceilings.get("in_process_ceiling"), "in-process ceiling", "--"),
-        (ceilings.get("onnxruntime_ceiling"), "onnxruntime alone", ":"),
+        (ratios.get("in_process_ceiling"), "in-process ceiling", "--"),
+        (ratios.get("onnxruntime_ceiling"), "onnxruntime alone" + (" (disturbed)" if ort_disturbed else ""), ":"),
     ):
         if value:
             ax.axvline(value, color="black", ls=style, lw=1, label=f"{label} {value:,.0f} img/s")

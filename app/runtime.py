@@ -46,6 +46,18 @@ def choose_precision(version: ModelVersion, setting: str, provider_setting: str)
     return next((p for p in preferred if p in version.metadata.files), "fp32")
 
 
+def session_options(threads: int, *, spinning: bool) -> ort.SessionOptions:
+    """The service's onnxruntime session options (also used by the benchmark's ceiling, to match them)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32."""
     shifted: np.ndarray = logits - logits.max(axis=1, keepdims=True)
@@ -88,13 +100,7 @@ class Runtime:
     ) -> tuple[ort.InferenceSession, str]:
         """Open the session for `self.precision`; return it with the provider really in use."""
         self.path: Path = version.file_for(self.precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options = session_options(threads, spinning=spinning)
         try:
             session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
         except ModelLoadError:

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from app.preprocess import decode
 from app.repository import ModelVersion
-from app.runtime import Runtime
+from app.runtime import Runtime, session_options
 
 
 def _timed_loop(step: Callable[[], int], duration_s: float, warmup_steps: int = 3) -> tuple[float, int]:
@@ -33,12 +33,8 @@ def _timed_loop(step: Callable[[], int], duration_s: float, warmup_steps: int = 
 
 def onnxruntime_alone(model: Path, pixels: np.ndarray, *, threads: int, duration_s: float) -> dict[str, object]:
     """The model file in a bare onnxruntime session, session options as the service sets them."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    # The service's defaults: spinning off (Settings.intra_op_spinning).
+    options = session_options(threads, spinning=False)
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

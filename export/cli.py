@@ -50,6 +50,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
         step.add_argument("--min-class-count", type=int, help="override the minimum images per class")
         step.add_argument("--size", type=int, help="override the input size in pixels")
+        step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")
+        step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
+        step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
         step.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
     return parser.parse_args(argv)
@@ -57,7 +60,14 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
-    overrides = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "size": args.size}
+    overrides = {
+        "epochs": args.epochs,
+        "warmup_epochs": args.warmup_epochs,
+        "size": args.size,
+        "head_lr": args.head_lr,
+        "backbone_lr": args.backbone_lr,
+        "init_from": args.init_from,
+    }
     for key, value in overrides.items():
         if value is not None:
             setattr(config.train, key, value)
@@ -72,7 +82,11 @@ def _config(args: argparse.Namespace) -> ExportConfig:
 
 def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
     """Fine-tune and keep the best checkpoint in `work`."""
-    model = build_model(splits.train.classes, config)
+    model = build_model(splits.train.classes, config, pretrained=config.train.init_from is None)
+    if config.train.init_from is not None:
+        state = torch.load(config.train.init_from, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])  # strict: same heads and classes as that run
+        log.info("continuing from %s (epoch %s)", config.train.init_from, state.get("epoch"))
     result = train(model, splits.train, splits.val, config, work)
     log.info(
         "best epoch %d of %d in %.1f min: %s",

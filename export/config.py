@@ -54,7 +54,12 @@ class TrainConfig(BaseModel):
     shift_fraction: float = Field(0.08, ge=0.0, le=0.3)
     hflip: bool = True
     threads: int | None = Field(None, ge=1)
-    seed: int = 1234
+    seed: int = Field(1234, description="Seeds the split too: keep it when continuing a run.")
+    init_from: Path | None = Field(
+        None,
+        description="Continue from this checkpoint of an earlier run with the same heads and classes "
+        "(e.g. runs/product-classifier/checkpoints/best.pt) instead of the ImageNet weights.",
+    )
 
 
 class ExportConfig(BaseModel):

@@ -7,7 +7,8 @@ import binascii
 from typing import Any
 
 import orjson
-from starlette.datastructures import UploadFile
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,7 @@ from app.errors import (
 )
 
 FIELD = "images"
+MAX_OTHER_PARTS = 16  # multipart parts besides the images (ignored, but not without bound)
 Blob = bytes | ImageError
 
 
@@ -51,23 +53,90 @@ async def read_images(request: Request, *, max_images: int, max_bytes: int) -> l
 
 
 async def _multipart(request: Request, max_images: int) -> list[Blob]:
+    """Stream the body through python_multipart's parser, keeping only the bytes of the image parts.
+
+    Measured cheaper than `request.form()` on the event loop (no UploadFile or spooled temporary
+    file per part, no second read; bench/PROFILE.md).
+    """
+    _, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise MalformedBody("the multipart body could not be parsed: the Content-Type has no boundary")
+    parts = _ImageParts(max_images)
+    parser = MultipartParser(boundary, parts.callbacks())
     try:
-        form = await request.form(max_files=max_images, max_fields=max_images + 16)
-    except PayloadTooLarge:
-        raise
-    except Exception as exc:  # starlette reports multipart errors as HTTPException(400)
-        detail = str(getattr(exc, "detail", exc))
-        if "Too many files" in detail:
-            raise TooManyImages(f"more than {max_images} images in one request") from exc
-        raise MalformedBody(f"the multipart body could not be parsed: {detail}") from exc
-    try:
-        parts = form.getlist(FIELD)
-        if not all(isinstance(part, UploadFile) for part in parts):
-            # A part without a filename arrives as decoded text: its image bytes are already lost.
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise MalformedBody(f"the multipart body could not be parsed: {exc}") from exc
+    return list(parts.blobs)
+
+
+class _ImageParts:
+    """python_multipart callbacks collecting the file parts named `images`; other parts are skipped."""
+
+    def __init__(self, max_images: int) -> None:
+        self.max_images = max_images
+        self.blobs: list[bytes] = []
+        self._name = bytearray()
+        self._value = bytearray()
+        self._disposition = b""
+        self._current: bytearray | None = None  # None while inside a part that is skipped
+        self._others = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._current = None
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        if self._name.lower() == b"content-disposition":
+            self._disposition = bytes(self._value)
+        self._name.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name")
+        if name is None:
+            raise MalformedBody('the multipart body could not be parsed: a part has no Content-Disposition "name"')
+        if name != FIELD.encode():
+            self._others += 1
+            if self._others > MAX_OTHER_PARTS:
+                raise MalformedBody(f"more than {MAX_OTHER_PARTS} multipart parts besides '{FIELD}'")
+            return
+        if b"filename" not in options:
+            # A part without a filename is a text field, not an upload: refuse it rather than guess.
             raise MalformedBody(f"each '{FIELD}' part must be a file upload (Content-Disposition with a filename)")
-        return [await part.read() for part in parts if isinstance(part, UploadFile)]
-    finally:
-        await form.close()
+        if len(self.blobs) >= self.max_images:
+            raise TooManyImages(f"more than {self.max_images} images in one request")
+        self._current = bytearray()
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current is not None:
+            self._current += data[start:end]
+
+    def _part_end(self) -> None:
+        if self._current is not None:
+            self.blobs.append(bytes(self._current))
+            self._current = None
 
 
 def _json(body: bytes, max_images: int) -> list[Blob]:

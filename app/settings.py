@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Let onnxruntime threads spin-wait between runs (measured: no throughput gain here, "
         "0.1-0.3 cores burnt).",
     )
+    model_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Batches run at once, each on its own thread; the intra-op threads are shared out among them.",
+    )
     decode_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
     )

@@ -148,3 +148,18 @@ def test_not_ready_before_start(tiny_settings: Settings) -> None:
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
     assert ready.headers["Retry-After"]
     assert client.post("/classify", content=b"x", headers={"content-type": "image/jpeg"}).status_code == 503
+
+
+def test_two_model_workers_give_the_same_answers(
+    client: TestClient, tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    one = client.post("/attributes", files=files(photos[:16])).json()["results"]
+    settings = tiny_settings.model_copy(update={"model_workers": 2, "intra_op_threads": 2, "max_batch_size": 16})
+    with TestClient(create_app(settings)) as two_workers:
+        two = two_workers.post("/attributes", files=files(photos[:16])).json()["results"]
+        batches = two_workers.get("/metrics").text
+    for a, b in zip(one, two, strict=True):
+        for key, head in a["attributes"].items():
+            assert b["attributes"][key]["label"] == head["label"]
+            assert abs(b["attributes"][key]["score"] - head["score"]) < 1e-4
+    assert "vitrine_batch_size_count 2.0" in batches  # 16 images shared out between the two idle workers

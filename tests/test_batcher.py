@@ -151,3 +151,47 @@ def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
             batcher.submit([item(1)])
 
     asyncio.run(scenario())
+
+
+def test_two_workers_keep_two_batches_in_flight_and_answers_in_order() -> None:
+    async def scenario() -> None:
+        model = Model(delay_s=0.02)
+        batcher = await started(make(model, workers=2))
+
+        async def client(value: int) -> int:
+            (future,) = batcher.submit([item(value)])
+            return int((await future)["id"])
+
+        results = await asyncio.gather(*(client(v) for v in range(64)))
+        await batcher.stop()
+        assert results == list(range(64))
+        assert model.max_concurrent == 2
+        assert max(model.sizes) <= 8
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_request_is_shared_among_idle_workers() -> None:
+    async def scenario() -> None:
+        model = Model(delay_s=0.05)
+        batcher = await started(make(model, workers=2, max_batch_size=32))
+        futures = batcher.submit([item(v) for v in range(16)])
+        values = [int((await f)["id"]) for f in futures]
+        await batcher.stop()
+        assert values == list(range(16))
+        assert sorted(model.sizes) == [8, 8]
+        assert model.max_concurrent == 2
+
+    asyncio.run(scenario())
+
+
+def test_stop_waits_for_every_batch_in_flight() -> None:
+    async def scenario() -> None:
+        model = Model(delay_s=0.03)
+        batcher = await started(make(model, workers=3, max_batch_size=2, max_delay_s=0.0))
+        futures = batcher.submit([item(v) for v in range(9)])
+        await asyncio.sleep(0.005)
+        await batcher.stop()
+        assert [int(f.result()["id"]) for f in futures] == list(range(9))
+
+    asyncio.run(scenario())

@@ -15,7 +15,8 @@ BOUNDARY = "vitrine-test-boundary"
 
 def part(name: str, data: bytes, filename: str | None = "a.jpg") -> bytes:
     disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n"
+    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/jpeg\r\n\r\n"
+    return head.encode() + data + b"\r\n"
 
 
 def body(*parts: bytes) -> bytes:

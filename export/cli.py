@@ -19,7 +19,16 @@ from export.card import write_card
 from export.config import DEFAULT_CONFIG, ExportConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.evaluate import evaluate, summarise
-from export.pipeline import Splits, build_model, load_trained, metadata, prepare, version_folder
+from export.pipeline import (
+    Splits,
+    build_model,
+    load_trained,
+    metadata,
+    prepare,
+    read_lineage,
+    record_lineage,
+    version_folder,
+)
 from export.quantize import benchmark_cpu, convert_fp16, quantize_int8
 from export.train import predict, train
 
@@ -158,7 +167,9 @@ def package(
         )
     meta.write(folder)
 
-    history = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
+    stages = read_lineage(work)
+    # One table over all training stages (a continued run has several), epochs numbered per stage.
+    history = [{"stage": n, **record} for n, stage in enumerate(stages, 1) for record in stage["history"]]
     data_report = json.loads((work / "data_report.json").read_text())
     (folder / "data_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
     recipe = {
@@ -196,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.train.seed)
     work = args.work or Path("runs") / config.name
     splits = prepare(args.data, config, work)
+    command = "vitrine export " + shlex.join(argv)
     if args.step in ("build", "train"):
         run_train(splits, config, work)
+        record_lineage(work, command, config.train.init_from)
     if args.step in ("build", "package"):
-        # `build` is `train` then `package` with the same options: the one command that reproduces the folder.
-        reproduce = "vitrine export build " + " ".join(shlex.quote(a) for a in argv[1:])
+        if args.step == "build":
+            reproduce = command  # the one command that reproduces the folder
+        else:
+            steps = [s["command"] or f"# training command not recorded for {work}" for s in read_lineage(work)]
+            reproduce = "\n".join([*steps, command])
         package(
             splits,
             config,

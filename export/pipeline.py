@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,6 +126,31 @@ def metadata(
         heads=heads,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+LINEAGE = "lineage.json"
+
+
+def read_lineage(work: Path) -> list[dict[str, Any]]:
+    """The training stages behind a work folder's weights, oldest first: each stage's command and history.
+
+    A folder trained before lineage was recorded counts as one stage with an unknown command.
+    """
+    path = work / LINEAGE
+    if path.exists():
+        stages: list[dict[str, Any]] = json.loads(path.read_text())["stages"]
+        return stages
+    history = work / "history.json"
+    return [{"command": None, "history": json.loads(history.read_text()) if history.exists() else []}]
+
+
+def record_lineage(work: Path, command: str, init_from: Path | None) -> list[dict[str, Any]]:
+    """Write `work/lineage.json` after a training run: the stages of the run it continued (if any), then its own."""
+    stages = read_lineage(init_from.resolve().parent.parent) if init_from is not None else []  # <work>/checkpoints/x.pt
+    history = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
+    stages.append({"command": command, "history": history})
+    (work / LINEAGE).write_text(json.dumps({"stages": stages}, indent=2))
+    return stages
 
 
 def next_version(model_dir: Path) -> int:

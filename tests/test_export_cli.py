@@ -61,6 +61,9 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path) -> None:
     assert (tmp_path / "work" / "checkpoints" / "best.pt").is_file()
     history = json.loads((tmp_path / "work" / "history.json").read_text())
     assert len(history) == 2
+    (stage,) = json.loads((tmp_path / "work" / "lineage.json").read_text())["stages"]
+    assert stage["command"].startswith("vitrine export build --data") and stage["history"] == history
+    assert stage["command"] in (folder / "README.md").read_text()
 
     # Metadata round trip: the sidecar and the ONNX metadata describe the same heads and preprocessing.
     version = resolve(tmp_path / "models", "smoke")

@@ -173,7 +173,8 @@ def package(
     data_report = json.loads((work / "data_report.json").read_text())
     (folder / "data_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
     recipe = {
-        **config.train.model_dump(mode="json"),
+        # The recipe of the last training stage as it ran (not this command's defaults).
+        **(stages[-1].get("recipe") or config.train.model_dump(mode="json")),
         "heads": ", ".join(heads),
         "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
         "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "vitrine export " + shlex.join(argv)
     if args.step in ("build", "train"):
         run_train(splits, config, work)
-        record_lineage(work, command, config.train.init_from)
+        record_lineage(work, command, config.train.init_from, config.train.model_dump(mode="json"))
     if args.step in ("build", "package"):
         if args.step == "build":
             reproduce = command  # the one command that reproduces the folder

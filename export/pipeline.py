@@ -144,11 +144,14 @@ def read_lineage(work: Path) -> list[dict[str, Any]]:
     return [{"command": None, "history": json.loads(history.read_text()) if history.exists() else []}]
 
 
-def record_lineage(work: Path, command: str, init_from: Path | None) -> list[dict[str, Any]]:
-    """Write `work/lineage.json` after a training run: the stages of the run it continued (if any), then its own."""
+def record_lineage(
+    work: Path, command: str, init_from: Path | None, recipe: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Write `work/lineage.json` after a training run: the stages of the run it continued (if any), then its own
+    (command, training recipe as run, epoch history)."""
     stages = read_lineage(init_from.resolve().parent.parent) if init_from is not None else []  # <work>/checkpoints/x.pt
     history = json.loads((work / "history.json").read_text()) if (work / "history.json").exists() else []
-    stages.append({"command": command, "history": history})
+    stages.append({"command": command, "recipe": recipe, "history": history})
     (work / LINEAGE).write_text(json.dumps({"stages": stages}, indent=2))
     return stages
 

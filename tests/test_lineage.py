@@ -23,13 +23,14 @@ def test_a_continued_run_lists_every_stage_oldest_first(tmp_path: Path) -> None:
         second, "vitrine export train --data d --init-from first/checkpoints/best.pt", first / "checkpoints" / "best.pt"
     )
     third = run_folder(tmp_path / "third", 1)
-    stages = record_lineage(third, "third", second / "checkpoints" / "best.pt")
+    stages = record_lineage(third, "third", second / "checkpoints" / "best.pt", {"epochs": 1})
     assert [s["command"] for s in stages] == [
         "vitrine export train --data d",
         "vitrine export train --data d --init-from first/checkpoints/best.pt",
         "third",
     ]
     assert [len(s["history"]) for s in stages] == [3, 2, 1]
+    assert [s["recipe"] for s in stages] == [None, None, {"epochs": 1}]
     assert read_lineage(third) == stages
 
 

@@ -22,7 +22,7 @@ from itertools import cycle, islice
 import numpy as np
 from PIL import Image, ImageOps
 
-from app.preprocess import decode, open_image, to_rgb
+from app.preprocess import decode, fit_and_pad, open_image, to_rgb
 from app.repository import resolve
 from app.runtime import choose_precision
 from app.schema import Preprocessing
@@ -31,26 +31,13 @@ from bench.ceilings import in_process, in_process_workers, onnxruntime_alone
 from bench.images import load_jpegs
 
 
-def _paste_pad(image: Image.Image, spec: Preprocessing) -> np.ndarray:
-    """Resize to fit, paste onto a PIL canvas of the pad colour, one array conversion."""
-    size = spec.size
-    width, height = image.size
-    scale = size / max(width, height)
-    new_w, new_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    canvas = Image.new("RGB", (size, size), spec.pad_colour)
-    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
-    return np.asarray(canvas)
-
-
 def decode_paste(data: bytes, spec: Preprocessing) -> np.ndarray:
-    """Candidate: as `decode`, but pad with a PIL paste instead of a numpy fill and slice copy."""
+    """The service's Pillow padding (`fit_and_pad`), with the EXIF transpose always applied."""
     opened = open_image(data, max_pixels=40_000_000)
     if opened.format == "JPEG":
         opened.draft("RGB", (spec.size, spec.size))
     image: Image.Image = ImageOps.exif_transpose(opened) or opened
-    return _paste_pad(to_rgb(image, spec.pad_colour), spec)
+    return fit_and_pad(to_rgb(image, spec.pad_colour), spec)
 
 
 def decode_numpy_pad(data: bytes, spec: Preprocessing) -> np.ndarray:

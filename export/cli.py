@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +116,7 @@ def package(
     *,
     overwrite: bool,
     reproduce: str,
+    stages: list[dict[str, Any]],
     bench_seconds: float = 3.0,
 ) -> Path:
     """Evaluate, export FP32/INT8/FP16 ONNX with parity and accuracy checks, and write the version folder."""
@@ -167,7 +169,6 @@ def package(
         )
     meta.write(folder)
 
-    stages = read_lineage(work)
     # One table over all training stages (a continued run has several), epochs numbered per stage.
     history = [{"stage": n, **record} for n, stage in enumerate(stages, 1) for record in stage["history"]]
     data_report = json.loads((work / "data_report.json").read_text())
@@ -213,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         run_train(splits, config, work)
         record_lineage(work, command, config.train.init_from, config.train.model_dump(mode="json"))
     if args.step in ("build", "package"):
+        stages = read_lineage(work)
         if args.step == "build":
             reproduce = command  # the one command that reproduces the folder
         else:
-            steps = [s["command"] or f"# training command not recorded for {work}" for s in read_lineage(work)]
+            steps = [s["command"] or f"# training command not recorded for {work}" for s in stages]
             reproduce = "\n".join([*steps, command])
         package(
             splits,
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             args.version,
             overwrite=args.overwrite,
             reproduce=reproduce,
+            stages=stages,
             bench_seconds=args.bench_seconds,
         )
     return 0

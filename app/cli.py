@@ -26,25 +26,19 @@ def serve(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # Open the model once before the server starts, so that a missing or corrupt model, or labels
-        # that do not match its outputs, end the process with one line and a non-zero exit.
-        from app.repository import resolve
-        from app.runtime import Runtime
+        # Open the model before the server starts, so that a missing or corrupt model, or labels that do
+        # not match its outputs, end the process with one line and a non-zero exit; the app serves it.
+        from app.service import open_runtime
 
-        Runtime(
-            resolve(settings.model_repository, settings.model_name, settings.model_version),
-            precision=settings.precision,
-            providers=settings.providers,
-            intra_op_threads=1,
-        )
+        runtime = open_runtime(settings)
     except ModelLoadError as exc:
         print(f"vitrine: cannot load model: {exc.message}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One worker: the batcher, the session and the metrics registry live in this process.
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, runtime),
         host=settings.host,
         port=settings.port,
         workers=1,

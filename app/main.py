@@ -21,6 +21,7 @@ from app.access import ApiKeys
 from app.errors import ClientClosed, NotReady, VitrineError
 from app.metrics import Metrics
 from app.responses import ERRORS, AttributesResponse, ClassifyResponse, FastJSON, images_body
+from app.runtime import Runtime
 from app.service import Endpoint, Recognizer
 from app.settings import Settings
 from app.uploads import BodyLimit, read_images
@@ -76,14 +77,14 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the model loads and warms up in the lifespan, never at import."""
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; the model loads (unless `runtime` is open already) and warms up in the lifespan, not at import."""
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        recognizer = Recognizer(settings, metrics)  # ModelLoadError here stops the process
+        recognizer = Recognizer(settings, metrics, runtime)  # ModelLoadError here stops the process
         await recognizer.start()
         app.state.recognizer = recognizer
         try:

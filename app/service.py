@@ -43,22 +43,26 @@ class _HeadView:
         return [{"label": self.labels[i], "score": round(float(probs[i]), 6)} for i in idx]
 
 
+def open_runtime(settings: Settings) -> Runtime:
+    """Open the configured model version as the settings say (raises ModelLoadError)."""
+    return Runtime(
+        resolve(settings.model_repository, settings.model_name, settings.model_version),
+        precision=settings.precision,
+        providers=settings.providers,
+        # Concurrent runs share one session; the intra-op threads are shared out among them.
+        intra_op_threads=max(1, settings.intra_op_threads // settings.model_workers),
+        spinning=settings.intra_op_spinning,
+    )
+
+
 class Recognizer:
     """Owns the runtime, the decode pool and the batcher for one model version."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        version = resolve(settings.model_repository, settings.model_name, settings.model_version)
-        self.runtime = Runtime(
-            version,
-            precision=settings.precision,
-            providers=settings.providers,
-            # Concurrent runs share one session; the intra-op threads are shared out among them.
-            intra_op_threads=max(1, settings.intra_op_threads // settings.model_workers),
-            spinning=settings.intra_op_spinning,
-        )
-        self.metadata = version.metadata
+        self.runtime = runtime or open_runtime(settings)
+        self.metadata = self.runtime.metadata
         self.spec = self.metadata.preprocessing
         meta = self.metadata
         self.article = _optional_view(meta.head_by_level("article"))

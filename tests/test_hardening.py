@@ -180,6 +180,8 @@ def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos:
         answered = re.search(r"answered (\d+) images", log)
         assert answered, log
         assert int(answered.group(1)) == 3 * outcomes.count(200), (answered.group(0), outcomes)
+        # The start-up check's session is the one the app serves with: the model is opened once.
+        assert log.count("app.runtime: loaded tiny v1") == 1, log
     finally:
         if process.poll() is None:
             process.kill()

@@ -145,6 +145,25 @@ def _confusions_section(folder: Path, per_head: int = 5) -> list[str]:
     return ["## Most confused pairs (test split)", "", *_table(["head", "true", "predicted", "images"], rows), ""]
 
 
+def _memory_section(memory: object) -> list[str]:
+    """What the in-graph vote of similar training photos does, if the version has one."""
+    if not isinstance(memory, Mapping):
+        return []
+    blend = memory.get("blend") or {}
+    heads = ", ".join(f"{head} ({weight:g})" for head, weight in blend.items()) if blend else "none"
+    return [
+        "## Memory vote",
+        "",
+        f"The graph holds the embeddings of the {memory.get('photos')} training photos (PCA to "
+        f"{memory.get('dimensions')} dimensions, int8). For each photo the {memory.get('neighbours')} most "
+        "similar ones vote with their labels, and the heads below answer "
+        "`(1 - w) * softmax + w * vote` (their outputs are log-probabilities). A head got a weight only "
+        "where the vote raised its validation top-1 significantly (one-sided exact McNemar test, "
+        f"p < {memory.get('significance')}). Heads and weights w: {heads}.",
+        "",
+    ]
+
+
 def write_card(
     folder: Path,
     meta: ModelMetadata,
@@ -160,6 +179,7 @@ def write_card(
     if meta.created:
         lines += [f"Created {meta.created}.", ""]
     lines += _model_section(meta)
+    lines += _memory_section(recipe.get("memory_vote"))
     lines += _data_section(data_report)
     lines += ["## Training recipe", "", *_table(["setting", "value"], _flatten(recipe)), ""]
     columns = list(dict.fromkeys(key for record in history for key in record))

@@ -20,6 +20,7 @@ from export.card import write_card
 from export.config import DEFAULT_CONFIG, ExportConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.evaluate import evaluate, summarise
+from export.memory import fit_memory
 from export.pipeline import (
     Splits,
     build_model,
@@ -131,6 +132,15 @@ def package(
     log.info(
         "softmax temperatures fitted on the validation split: %s", {k: round(v, 3) for k, v in temperatures.items()}
     )
+    memory_recipe: dict[str, Any] = {}
+    if config.memory is not None:
+        memory = fit_memory(model, splits.train, splits.val, config.memory)
+        model.memory = memory
+        memory_recipe = {
+            **config.memory.model_dump(),
+            "photos": len(splits.train),
+            "blend": {h: w for h, w in memory.blend.items() if w > 0},
+        }
     log.info("evaluating the PyTorch model on %d test images", len(splits.test))
     evaluate(predict(model, splits.test.pixels), splits.test, folder)
 
@@ -178,6 +188,7 @@ def package(
         **(stages[-1].get("recipe") or config.train.model_dump(mode="json")),
         "heads": ", ".join(heads),
         "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
+        **({"memory_vote": memory_recipe} if memory_recipe else {}),
         "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
     }
     write_card(

@@ -62,6 +62,21 @@ class TrainConfig(BaseModel):
     )
 
 
+class MemoryConfig(BaseModel):
+    """The training photos' vote inside the graph (`export.memory`)."""
+
+    neighbours: int = Field(20, ge=1, description="Photos that vote for each query.")
+    temperature: float = Field(0.05, gt=0.0, description="Vote weights are exp((similarity - best) / temperature).")
+    dimensions: int = Field(128, ge=2, description="PCA dimensions of the stored embeddings (int8 each).")
+    significance: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="A head keeps its vote only if the validation gain is significant at this level "
+        "(one-sided exact McNemar test on the photos the vote turns right or wrong).",
+    )
+
+
 class ExportConfig(BaseModel):
     """One whole export run."""
 
@@ -69,6 +84,7 @@ class ExportConfig(BaseModel):
     heads: list[HeadSpec]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    memory: MemoryConfig | None = Field(None, description="Blend a vote of similar training photos into the heads.")
     calibration_images: int = Field(512, ge=8, description="Training images used to calibrate INT8.")
     max_int8_top1_drop: float = Field(0.01, ge=0.0, description="Largest top-1 loss allowed for INT8 on any head.")
 

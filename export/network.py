@@ -138,6 +138,8 @@ class MultiHeadClassifier(nn.Module):
         self.std = std
         # Per-head softmax temperatures from calibration on the validation split (1 while training).
         self.register_buffer("temperature", torch.ones(len(head_sizes)), persistent=False)
+        # Optional vote of similar training photos (export.memory), applied after the heads at inference.
+        self.memory: nn.Module | None = None
 
     def set_temperatures(self, temperatures: dict[str, float]) -> None:
         """Divide each head's logits by its fitted temperature from now on (exported into the graph)."""
@@ -155,8 +157,15 @@ class MultiHeadClassifier(nn.Module):
         logits = {name: self.heads[name](dropped) / self.temperature[i] for i, name in enumerate(self.head_names)}
         return logits, F.normalize(features, dim=1)
 
+    def answer(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """What the exported graph returns, from normalised NCHW input: head outputs after the memory vote, if any."""
+        logits, embedding = self.forward_features(x)
+        if self.memory is not None:
+            logits = self.memory(logits, embedding)
+        return logits, embedding
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, embedding = self.forward_features(self.normalise(pixels))
+        logits, embedding = self.answer(self.normalise(pixels))
         return (*[logits[name] for name in self.head_names], embedding)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 from export.convert import check_pixels, cpu_session, metadata_props, set_metadata_props
 
@@ -66,12 +68,31 @@ def _copy_metadata(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+def after_features(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes downstream of the pooled features: the heads, the embedding and what follows them.
+
+    The features are the tensor most Gemm/MatMul nodes read (every head reads it). Downstream of it there
+    is little compute but a lot of arithmetic on probabilities (temperature, softmax, the memory vote),
+    which 8-bit activations would round to 1/255 steps.
+    """
+    linear_inputs = Counter(n.input[0] for n in model.graph.node if n.op_type in ("Gemm", "MatMul"))
+    if not linear_inputs:
+        return []
+    reached = {linear_inputs.most_common(1)[0][0]}
+    names: list[str] = []
+    for node in model.graph.node:  # topological order: one pass reaches every descendant
+        if any(name in reached for name in node.input):
+            reached.update(node.output)
+            names.append(node.name)
+    return names
+
+
 def float_nodes(model: onnx.ModelProto, first_convs: int, last_convs: int) -> list[str]:
-    """Names of the nodes kept in float: the first and last few Conv nodes and every Gemm/MatMul (the heads)."""
+    """Names of the nodes kept in float: the first and last few Conv nodes, every Gemm/MatMul and all after them."""
     convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
     linear = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
     tail = convs[len(convs) - last_convs :] if last_convs else []
-    return [*convs[:first_convs], *tail, *linear]
+    return list(dict.fromkeys([*convs[:first_convs], *tail, *linear, *after_features(model)]))
 
 
 def quantize_int8(
@@ -134,6 +155,9 @@ def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     model = onnx.load(str(fp32_path))
     # keep_io_types: the service still receives float32 logits and embeddings; the uint8 input is untouched.
     converted = convert_float_to_float16(model, keep_io_types=True)
+    # Ops kept in float (e.g. TopK in the memory vote) get Cast nodes appended at the end of the node
+    # list; the checker and onnxruntime need the nodes in topological order.
+    OnnxModel(converted).topological_sort()
     set_metadata_props(converted, metadata_props(fp32_path))
     onnx.checker.check_model(converted)
     out_path.parent.mkdir(parents=True, exist_ok=True)

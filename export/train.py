@@ -73,13 +73,13 @@ def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Ten
 
 @torch.no_grad()
 def predict(model: MultiHeadClassifier, pixels: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Softmax probabilities per head and the embedding (key `embedding`) for uint8 NHWC pixels."""
+    """Softmax probabilities per head (after the memory vote, if any) and the embedding (key `embedding`)."""
     model.eval()
     out: dict[str, list[np.ndarray]] = {name: [] for name in [*model.head_names, "embedding"]}
     for start in range(0, len(pixels), batch_size):
         batch = torch.from_numpy(pixels[start : start + batch_size])
         x = model.normalise(batch).contiguous(memory_format=torch.channels_last)
-        logits, embedding = model.forward_features(x)
+        logits, embedding = model.answer(x)
         for name, value in logits.items():
             out[name].append(torch.softmax(value, dim=1).numpy())
         out["embedding"].append(embedding.numpy())

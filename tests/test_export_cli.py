@@ -12,13 +12,14 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.repository import resolve
 from app.settings import Settings
+from export import posthoc
 from export.cli import main
 from export.convert import read_onnx_metadata
 from tests.conftest import CATALOGUE
 
 
 @pytest.mark.slow
-def test_build_smoke_run_produces_a_servable_version(tmp_path: Path) -> None:
+def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "models" / "smoke"
     code = main(
         [
@@ -74,6 +75,19 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path) -> None:
     assert (
         onnx.load(str(folder / "model.int8.onnx")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     )
+
+    # The default config fits a memory vote; it is in the graph exactly when some head kept a weight
+    # (on 5 validation photos none may be significant).
+    card = (folder / "README.md").read_text()
+    assert "## Memory vote" in card
+    voting = "Heads and weights w: none." not in card
+    assert voting == any(node.op_type == "TopK" for node in onnx.load(str(folder / "model.int8.onnx")).graph.node)
+
+    # The post-hoc comparison reads the work folder's own split and config.
+    assert posthoc.main(["--work", str(tmp_path / "work"), "--model", str(folder / "model.int8.onnx")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2 + 2 * len(version.metadata.heads)
+    assert table[2].startswith("| articleType | val | ")
 
     settings = Settings(
         model_repository=tmp_path / "models", model_name="smoke", providers="cpu", intra_op_threads=1, max_batch_size=4

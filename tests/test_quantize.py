@@ -16,7 +16,7 @@ from app.preprocess import decode
 from app.schema import Head, ModelMetadata, Preprocessing
 from export.convert import cpu_session, export_onnx, onnx_outputs, read_onnx_metadata
 from export.network import MultiHeadClassifier
-from export.quantize import benchmark_cpu, convert_fp16, quantize_int8
+from export.quantize import after_features, benchmark_cpu, convert_fp16, quantize_int8
 
 SIZE = 32
 FEATURES = 32
@@ -190,3 +190,16 @@ def test_default_keeps_the_stem_block_last_conv_and_heads_in_float(
     produced_by_dq = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     quantized_weights = [c.name for c in convs if c.input[1] in produced_by_dq]
     assert len(convs) == 3 and quantized_weights == [convs[1].name]
+
+
+def test_everything_after_the_pooled_features_stays_float(fp32: Path, int8: Path) -> None:
+    source = onnx.load(str(fp32))
+    downstream = set(after_features(source))
+    heads = {n.name for n in source.graph.node if n.op_type == "Gemm"}
+    assert len(heads) == 2 and heads < downstream
+    assert not any(n.op_type == "Conv" for n in source.graph.node if n.name in downstream)
+    quantized = onnx.load(str(int8))
+    kept = set(after_features(quantized))
+    assert kept and not any(
+        n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in quantized.graph.node if n.name in kept
+    )

@@ -55,15 +55,16 @@ bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml
 soak: $(VENV)/.test
 	$(PY) tools/soak.py --minutes 10 --out tools/results/soak.json
 
-# Rebuild the default model (version 2) from the catalogue export: the two training stages it came
+# Rebuild the default model (version 3) from the catalogue export: the two training stages it came
 # from (1+8 epochs from ImageNet weights, then 9 more from that run's best checkpoint; about two hours
-# on 2 CPU cores), then evaluate, export, quantise and write the card (models/product-classifier/2/README.md).
+# on 2 CPU cores), then fit the memory vote, evaluate, export, quantise and write the card
+# (models/product-classifier/3/README.md).
 export-default: $(VENV)/.test
 	$(VENV)/bin/vitrine export train --data $(DATA)
 	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/product-classifier-r2 \
 	    --init-from runs/product-classifier/checkpoints/best.pt --warmup-epochs 0 --epochs 9 --head-lr 0.001 --backbone-lr 0.0003
 	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/product-classifier-r2 --out models/product-classifier \
-	    --version 2 --overwrite
+	    --version 3 --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

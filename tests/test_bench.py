@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bench import images, loadgen, procstat, report, stacks
+from bench import images, loadgen, memory_cost, procstat, report, stacks
 from bench.runner import Options, count_results, measure
 
 PROC_STAT = """cpu  1000 50 200 5000 100 10 20 5 0 0
@@ -307,3 +307,13 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     results["ratios"] = report.compute_ratios(results)
     report.plot(results, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_memory_cost_profiles_the_part_after_the_features(tiny_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_repo / "tiny" / "1" / "model.onnx"
+    assert memory_cost.main([str(model), "--batches", "1,4", "--runs", "3", "--threads", "1"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[2].strip() for row in rows] == ["1", "4"]
+    for row in rows:
+        total, part = float(row[3]), float(row[4])
+        assert 0 < part < total  # the heads run after the features, the convolutions before

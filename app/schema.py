@@ -51,6 +51,17 @@ class Head(BaseModel):
         return self
 
 
+class MemoryVote(BaseModel):
+    """The vote of similar training photos built into the graph, blended into some heads' softmax."""
+
+    photos: int = Field(ge=1, description="Training photos in the memory.")
+    dimensions: int = Field(ge=1, description="Stored dimensions per photo (PCA of the embedding, int8).")
+    neighbours: int = Field(ge=1, description="Most similar photos that vote for each query.")
+    blend: dict[str, float] = Field(
+        description="Head name to weight w of the vote: the head answers (1 - w) * softmax + w * vote."
+    )
+
+
 class ModelMetadata(BaseModel):
     """Everything the service needs to know about one model version."""
 
@@ -67,6 +78,7 @@ class ModelMetadata(BaseModel):
         default_factory=dict,
         description="Per precision, per head test metrics, e.g. {'int8': {'articleType.top1': 0.9}}.",
     )
+    memory_vote: MemoryVote | None = Field(None, description="The in-graph vote of similar photos, if any.")
     created: str | None = None
 
     @model_validator(mode="after")

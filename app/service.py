@@ -116,7 +116,7 @@ class Recognizer:
         log.info("stopped: answered %d images since start", self.answered_images)
 
     def describe(self) -> dict[str, Any]:
-        """What `/models` shows: identity, provider in use, input, heads and labels."""
+        """What `/models` shows: identity, provider in use, input, heads and labels, metrics, the memory vote."""
         meta = self.metadata
         return {
             **self.model_block,
@@ -126,6 +126,7 @@ class Recognizer:
                 {"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels} for h in meta.heads
             ],
             "metrics": meta.metrics,
+            "memory_vote": meta.memory_vote.model_dump() if meta.memory_vote else None,
         }
 
     def _decode(self, blob: bytes | ImageError) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from app.runtime import softmax
-from app.schema import ModelMetadata
+from app.schema import MemoryVote, ModelMetadata
 from export.calibration import fit_temperatures
 from export.card import write_card
 from export.config import DEFAULT_CONFIG, ExportConfig
@@ -136,11 +136,12 @@ def package(
     if config.memory is not None:
         memory = fit_memory(model, splits.train, splits.val, config.memory)
         model.memory = memory
-        memory_recipe = {
-            **config.memory.model_dump(),
-            "photos": len(splits.train),
-            "blend": {h: w for h, w in memory.blend.items() if w > 0},
-        }
+        blend = {h: w for h, w in memory.blend.items() if w > 0}
+        memory_recipe = {**config.memory.model_dump(), "photos": len(splits.train), "blend": blend}
+        if blend:  # with no weight kept the graph has no vote
+            meta.memory_vote = MemoryVote(
+                photos=len(splits.train), dimensions=memory.dimensions, neighbours=memory.k, blend=blend
+            )
     log.info("evaluating the PyTorch model on %d test images", len(splits.test))
     evaluate(predict(model, splits.test.pixels), splits.test, folder)
 

@@ -60,6 +60,7 @@ class NeighbourMemory(nn.Module):
         if len(vectors) < 1:
             raise ValueError("the memory needs at least one photo")
         self.k = min(k, len(vectors))
+        self.dimensions = vectors.shape[1]
         self.temperature = temperature
         self.blend = dict(blend or {})
         # int8 with a scale per dimension: a quarter of the float size; the runtime folds the Cast * scale once.

@@ -76,3 +76,15 @@ def test_fp32_and_int8_agree(photos: list[bytes]) -> None:
 
 def test_repository_is_the_checkout_models_folder() -> None:
     assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_REPOSITORY
+
+
+def test_the_memory_vote_is_described_and_its_heads_answer_distributions(default_client: TestClient) -> None:
+    model = default_client.get("/models").json()["models"][0]
+    vote = model["memory_vote"]
+    assert vote["photos"] > 20_000 and vote["neighbours"] == 20
+    assert set(vote["blend"]) == {"gender", "season"} and all(0 < w < 1 for w in vote["blend"].values())
+    photo = sorted(CATALOGUE.glob("*.jpg"))[0].read_bytes()
+    answer = default_client.post("/attributes?top_k=10", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()
+    for key in ("gender", "season"):
+        scores = [t["score"] for t in answer["results"][0]["attributes"][key]["top_k"]]
+        assert abs(sum(scores) - 1.0) < 1e-3 and scores == sorted(scores, reverse=True), (key, scores)

@@ -82,6 +82,7 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     assert "## Memory vote" in card
     voting = "Heads and weights w: none." not in card
     assert voting == any(node.op_type == "TopK" for node in onnx.load(str(folder / "model.int8.onnx")).graph.node)
+    assert voting == (version.metadata.memory_vote is not None)
 
     # The post-hoc comparison reads the work folder's own split and config.
     assert posthoc.main(["--work", str(tmp_path / "work"), "--model", str(folder / "model.int8.onnx")]) == 0

@@ -136,12 +136,14 @@ def package(
     if config.memory is not None:
         memory = fit_memory(model, splits.train, splits.val, config.memory)
         model.memory = memory
-        blend = {h: w for h, w in memory.blend.items() if w > 0}
-        memory_recipe = {**config.memory.model_dump(), "photos": len(splits.train), "blend": blend}
-        if blend:  # with no weight kept the graph has no vote
-            meta.memory_vote = MemoryVote(
-                photos=len(splits.train), dimensions=memory.dimensions, neighbours=memory.k, blend=blend
-            )
+        vote = MemoryVote(
+            photos=len(splits.train),
+            dimensions=memory.dimensions,
+            neighbours=memory.k,
+            blend={h: w for h, w in memory.blend.items() if w > 0},
+        )
+        memory_recipe = {**config.memory.model_dump(), **vote.model_dump()}
+        meta.memory_vote = vote if vote.blend else None  # with no weight kept the graph has no vote
     log.info("evaluating the PyTorch model on %d test images", len(splits.test))
     evaluate(predict(model, splits.test.pixels), splits.test, folder)
 

@@ -103,7 +103,7 @@ class NeighbourMemory(nn.Module):
         return out
 
 
-def _correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per labelled row, whether the top-1 class is right."""
     keep = labels != IGNORE
     right: np.ndarray = probs[keep].argmax(axis=1) == labels[keep]
@@ -148,15 +148,15 @@ def fit_memory(model: MultiHeadClassifier, train: Catalogue, val: Catalogue, con
         blend: dict[str, float] = {}
         for head in memory.heads:
             votes = memory.votes(head, weights, index).numpy()
-            correct = {float(w): _correct((1 - w) * outputs[head] + w * votes, val.labels[head]) for w in BLENDS}
-            best = max(correct, key=lambda w: (correct[w].mean() if len(correct[w]) else 0.0, -w))
-            p_value = gain_p_value(correct[best], correct[0.0])
+            right = {float(w): correct((1 - w) * outputs[head] + w * votes, val.labels[head]) for w in BLENDS}
+            best = max(right, key=lambda w: (right[w].mean() if len(right[w]) else 0.0, -w))
+            p_value = gain_p_value(right[best], right[0.0])
             blend[head] = best if p_value < config.significance else 0.0
             log.info(
                 "memory vote on %s: validation top-1 %.4f without, %.4f with weight %.1f (p = %.3f) -> weight %.1f",
                 head,
-                correct[0.0].mean(),
-                correct[best].mean(),
+                right[0.0].mean(),
+                right[best].mean(),
                 best,
                 p_value,
                 blend[head],

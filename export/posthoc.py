@@ -25,6 +25,7 @@ from app.runtime import softmax
 from export.config import DEFAULT_CONFIG, DataConfig, ExportConfig
 from export.convert import onnx_outputs, read_onnx_metadata
 from export.data import IGNORE
+from export.memory import correct
 from export.pipeline import prepare, read_lineage
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,7 @@ NEAR_DUPLICATE_MAD = 3.0  # mean absolute pixel difference (0-255) below which t
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy over the labelled rows."""
-    keep = labels != IGNORE
-    return float((logits[keep].argmax(axis=1) == labels[keep]).mean())
+    return float(correct(logits, labels).mean())
 
 
 def prior_adjusted(logits: np.ndarray, train_labels: np.ndarray, tau: float) -> np.ndarray:

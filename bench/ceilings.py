@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from app.preprocess import decode
 from app.repository import ModelVersion
-from app.runtime import Runtime, session_options
+from app.runtime import Runtime, choose_providers, session_options
 
 
 def _timed_loop(step: Callable[[], int], duration_s: float, warmup_steps: int = 3) -> tuple[float, int]:
@@ -31,16 +31,34 @@ def _timed_loop(step: Callable[[], int], duration_s: float, warmup_steps: int = 
             return images / elapsed, steps
 
 
-def onnxruntime_alone(model: Path, pixels: np.ndarray, *, threads: int, duration_s: float) -> dict[str, object]:
-    """The model file in a bare onnxruntime session, session options as the service sets them."""
+def onnxruntime_alone(
+    model: Path, pixels: np.ndarray, *, threads: int, duration_s: float, providers: str = "cpu", on_device: bool = False
+) -> dict[str, object]:
+    """The model file in a bare onnxruntime session, session options and providers as the service sets them.
+
+    `on_device` (CUDA only): the batch is copied to the GPU once and the outputs stay there (IO binding),
+    so the loop times the model alone, without the host-to-device copy that every real batch pays.
+    """
     # The service's defaults: spinning off (Settings.intra_op_spinning).
     options = session_options(threads, spinning=False)
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), options, providers=choose_providers(providers))
     name = session.get_inputs()[0].name
+    step: Callable[[], int]
+    if on_device:
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(pixels, "cuda", 0))
+        for output in session.get_outputs():
+            binding.bind_output(output.name, "cuda", 0)
 
-    def step() -> int:
-        session.run(None, {name: pixels})
-        return len(pixels)
+        def step() -> int:
+            session.run_with_iobinding(binding)
+            return len(pixels)
+
+    else:
+
+        def step() -> int:
+            session.run(None, {name: pixels})
+            return len(pixels)
 
     rate, steps = _timed_loop(step, duration_s)
     return {
@@ -48,6 +66,8 @@ def onnxruntime_alone(model: Path, pixels: np.ndarray, *, threads: int, duration
         "batch": len(pixels),
         "threads": threads,
         "runs": steps,
+        "provider": session.get_providers()[0],
+        "inputs_on_device": on_device,
         "model": str(model),
     }
 
@@ -68,6 +88,7 @@ def in_process(
     duration_s: float,
     pipelined: bool,
     spinning: bool = True,
+    providers: str = "cpu",
 ) -> dict[str, object]:
     """app.preprocess.decode on a pool of `decode_threads` and app.runtime.Runtime.run, no HTTP.
 
@@ -75,7 +96,7 @@ def in_process(
     Pipelined: the decode threads decode the next batch while the model runs this one, as the
     service overlaps them. `spinning` is onnxruntime's intra-op spinning (the service's setting).
     """
-    runtime = Runtime(version, precision=precision, providers="cpu", intra_op_threads=threads, spinning=spinning)
+    runtime = Runtime(version, precision=precision, providers=providers, intra_op_threads=threads, spinning=spinning)
     runtime.warm_up(batch)
     spec = runtime.metadata.preprocessing
     stream = cycle(jpegs)
@@ -116,20 +137,28 @@ def in_process(
         "pipelined": pipelined,
         "spinning": spinning,
         "runs": steps,
+        "provider": runtime.provider,
         "precision": runtime.precision,
         "model": str(runtime.path),
     }
 
 
 def in_process_workers(
-    version: ModelVersion, jpegs: list[bytes], *, precision: str, workers: int, batch: int, duration_s: float
+    version: ModelVersion,
+    jpegs: list[bytes],
+    *,
+    precision: str,
+    workers: int,
+    batch: int,
+    duration_s: float,
+    providers: str = "cpu",
 ) -> dict[str, object]:
     """`workers` threads that each decode a batch and run it on one shared single-threaded session.
 
     The shape of the naive peer, without HTTP: no handoff between decode and model threads, and no
     intra-op barriers for the decoding to stall. Often the fastest arrangement on few cores.
     """
-    runtime = Runtime(version, precision=precision, providers="cpu", intra_op_threads=1)
+    runtime = Runtime(version, precision=precision, providers=providers, intra_op_threads=1)
     runtime.warm_up(batch)
     spec = runtime.metadata.preprocessing
     counts = [0] * workers
@@ -158,6 +187,7 @@ def in_process_workers(
         "batch": batch,
         "threads": 1,
         "workers": workers,
+        "provider": runtime.provider,
         "precision": runtime.precision,
         "model": str(runtime.path),
     }

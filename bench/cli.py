@@ -75,6 +75,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-threads", type=int, default=cpus, help=f"decode threads everywhere ({cpus})")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"])
     p.add_argument(
+        "--providers",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="execution provider of the service and every ceiling (cuda needs onnxruntime-gpu and a GPU; "
+        "the peers run on the CPU only, so cuda needs --peers none)",
+    )
+    p.add_argument("--ceiling-batch", type=int, default=32, help="batch size of the ceiling loops (default 32)")
+    p.add_argument(
         "--env",
         type=_env,
         action="append",
@@ -116,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
 def options(args: argparse.Namespace, argv: list[str]) -> Options:
     """Options from parsed arguments (`--quick` shortens everything)."""
     quick = args.quick
+    if args.providers == "cuda" and args.peers:
+        raise SystemExit("vitrine bench: --providers cuda runs only Vitrine (the peers are CPU-only): add --peers none")
     return Options(
         results=args.results,
         name=args.name,
@@ -130,6 +140,8 @@ def options(args: argparse.Namespace, argv: list[str]) -> Options:
         threads=args.threads,
         decode_threads=args.decode_threads,
         precision=args.precision,
+        providers=args.providers,
+        ceiling_batch=args.ceiling_batch,
         service_env=dict(args.env),
         variants=args.variant,
         bento_python=args.bento_python,

@@ -119,7 +119,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     ort_alone = ratios["onnxruntime_ceiling"]
     rows = []
     for key, label in (
-        ("onnxruntime", "onnxruntime alone, batch 32"),
+        ("onnxruntime", "onnxruntime alone"),
+        ("onnxruntime_on_device", "onnxruntime alone, input on the GPU"),
         ("in_process", "in-process, sequential"),
         ("in_process_pipelined", "in-process, pipelined"),
         ("in_process_pipelined_nospin", "in-process, pipelined, no spinning"),
@@ -130,7 +131,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             rows.append(
                 [
                     "ceiling",
-                    label,
+                    f"{label}, batch {c['batch']}" if c.get("batch") else label,
                     "-",
                     "-",
                     _fmt(c["images_per_s"]),

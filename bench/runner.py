@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ class Options:
     threads: int = 2
     decode_threads: int = 2
     precision: str = "auto"
+    providers: str = "cpu"
+    ceiling_batch: int = 32
     service_env: dict[str, str] = field(default_factory=dict)
     variants: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     bento_python: Path = servers.BENTO_PYTHON
@@ -220,6 +223,8 @@ class Bench:
             "threads": o.threads,
             "decode_threads": o.decode_threads,
             "precision": o.precision,
+            "providers": o.providers,
+            "ceiling_batch": o.ceiling_batch,
             "service_env": o.service_env,
             "max_other_cores": o.max_other_cores,
             "retries": o.retries,
@@ -266,17 +271,20 @@ class Bench:
         from bench import ceilings
 
         version = self.model_version()
-        precision = choose_precision(version, self.opts.precision, "cpu")
+        opts = self.opts
+        precision = choose_precision(version, opts.precision, opts.providers)
         path = version.file_for(precision)
         self.results["model"] = {
             "name": version.metadata.name,
             "version": version.metadata.version,
             "precision": precision,
+            "providers": opts.providers,
             "path": str(path),
         }
         self.model_path = path
-        pixels = np.stack([decode(b, version.metadata.preprocessing) for b in self.jpegs[:32]])
-        opts = self.opts
+        batch = opts.ceiling_batch
+        chosen = list(islice(cycle(self.jpegs), batch))
+        pixels = np.stack([decode(b, version.metadata.preprocessing) for b in chosen])
         in_process = partial(
             ceilings.in_process,
             version,
@@ -284,13 +292,20 @@ class Bench:
             precision=precision,
             threads=opts.threads,
             decode_threads=opts.decode_threads,
-            batch=32,
+            batch=batch,
             duration_s=opts.ceiling_s,
+            providers=opts.providers,
+        )
+        alone = partial(
+            ceilings.onnxruntime_alone,
+            path,
+            pixels,
+            threads=opts.threads,
+            duration_s=opts.ceiling_s,
+            providers=opts.providers,
         )
         work: dict[str, Callable[[], Any]] = {
-            "onnxruntime": lambda: ceilings.onnxruntime_alone(
-                path, pixels, threads=opts.threads, duration_s=opts.ceiling_s
-            ),
+            "onnxruntime": alone,
             "in_process": lambda: in_process(pipelined=False),
             "in_process_pipelined": lambda: in_process(pipelined=True),
             # onnxruntime's spinning threads compete with decoding for the cores: the ceiling is the
@@ -298,9 +313,18 @@ class Bench:
             "in_process_pipelined_nospin": lambda: in_process(pipelined=True, spinning=False),
             # The naive peer's shape without HTTP: each worker decodes and runs its own batch.
             "in_process_workers": lambda: ceilings.in_process_workers(
-                version, self.jpegs, precision=precision, workers=opts.threads, batch=32, duration_s=opts.ceiling_s
+                version,
+                self.jpegs,
+                precision=precision,
+                workers=opts.threads,
+                batch=batch,
+                duration_s=opts.ceiling_s,
+                providers=opts.providers,
             ),
         }
+        if opts.providers == "cuda":
+            # The model with its input already on the GPU: what the card does without the copy in.
+            work["onnxruntime_on_device"] = partial(alone, on_device=True)
         for name, fn in work.items():
             m = measure(f"ceiling {name}", [], fn, opts)
             self.results["ceilings"][name] = {
@@ -557,6 +581,7 @@ class Bench:
             "VITRINE_INTRA_OP_THREADS": str(self.opts.threads),
             "VITRINE_DECODE_THREADS": str(self.opts.decode_threads),
             "VITRINE_PRECISION": self.opts.precision,
+            "VITRINE_PROVIDERS": self.opts.providers,
             **self.opts.service_env,
             **(variant or {}),
         }

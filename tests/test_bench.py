@@ -317,3 +317,35 @@ def test_memory_cost_profiles_the_part_after_the_features(tiny_repo: Path, capsy
     for row in rows:
         total, part = float(row[3]), float(row[4])
         assert 0 < part < total  # the heads run after the features, the convolutions before
+
+
+def test_gpu_probe_checks_run_on_the_cpu_provider(tiny_repo: Path) -> None:
+    """The probe's checks, with the CPU standing in for CUDA (CI has no GPU): same provider, same answers."""
+    import numpy as np
+
+    from app.preprocess import decode
+    from app.repository import resolve
+    from bench import gpu_probe
+
+    version = resolve(tiny_repo, "tiny", None)
+    precision = next(iter(version.metadata.files))
+    jpegs, _ = images.load_jpegs(6, products=tiny_repo / "none")
+    pixels = np.stack([decode(b, version.metadata.preprocessing) for b in jpegs])
+    parity = gpu_probe.parity(version, pixels, precision, provider="cpu")
+    assert {row["top1_agreement"] for row in parity["heads"].values()} == {1.0}
+    placed = gpu_probe.placement(version.file_for(precision), pixels[:2], provider="cpu")
+    assert set(placed["nodes_by_provider"]) == {"CPUExecutionProvider"}
+    sweep = gpu_probe.batch_sweep(version.file_for(precision), pixels, [1, 3], 0.05, provider="cpu")
+    assert [row["batch"] for row in sweep] == [1, 3] and all("device_input" not in row for row in sweep)
+    assert gpu_probe.decode_rates(jpegs, version, [1, 2], 0.05)[1]["images_per_s"] > 0
+
+
+def test_cuda_bench_refuses_the_cpu_only_peers() -> None:
+    from bench import cli
+
+    args = cli.parser().parse_args(["--providers", "cuda"])
+    with pytest.raises(SystemExit, match="--peers none"):
+        cli.options(args, ["--providers", "cuda"])
+    args = cli.parser().parse_args(["--providers", "cuda", "--peers", "none", "--ceiling-batch", "64"])
+    opts = cli.options(args, [])
+    assert (opts.providers, opts.peers, opts.ceiling_batch) == ("cuda", (), 64)

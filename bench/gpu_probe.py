@@ -1,0 +1,192 @@
+"""What the CUDA path does with the served model, checked on a machine with onnxruntime-gpu and a GPU.
+
+    python -m bench.gpu_probe --out bench/results/gpu --seconds 1.5
+
+Four checks, printed as Markdown and written to <out>/gpu-probe.json:
+- parity: every head's top-1 on CUDA against the CPU provider on the same file, on real catalogue JPEGs;
+- placement: which execution provider runs each node (the memory vote's TopK/Gather included), from
+  onnxruntime's profile;
+- the model alone on CUDA by batch size, with the batch copied in from the host (as the service runs it)
+  and with it already on the GPU (IO binding);
+- decode + preprocess (`app.preprocess.decode`) on 1..N threads: the CPU side that feeds the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import cycle, islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.preprocess import decode
+from app.repository import ModelVersion, resolve
+from app.runtime import Runtime, choose_providers, session_options
+from app.settings import Settings, available_cpus
+from bench.ceilings import onnxruntime_alone
+from bench.images import load_jpegs
+
+
+def gpu_name() -> str:
+    """The GPU as nvidia-smi names it, or why it could not say."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+
+
+def parity(version: ModelVersion, pixels: np.ndarray, precision: str, provider: str = "cuda") -> dict[str, Any]:
+    """Top-1 agreement and largest probability difference per head: CUDA (or `provider`) against CPU."""
+    cuda = Runtime(version, precision=precision, providers=provider, intra_op_threads=1)
+    cpu = Runtime(version, precision=precision, providers="cpu", intra_op_threads=available_cpus())
+    cuda.warm_up(32)
+    heads: dict[str, Any] = {}
+    for start in range(0, len(pixels), 32):
+        a, b = cuda.run(pixels[start : start + 32]), cpu.run(pixels[start : start + 32])
+        for head in version.metadata.heads:
+            pa, pb = a[head.output], b[head.output]
+            row = heads.setdefault(head.name, {"agree": 0, "n": 0, "max_abs_prob_diff": 0.0})
+            row["agree"] += int((pa.argmax(1) == pb.argmax(1)).sum())
+            row["n"] += len(pa)
+            row["max_abs_prob_diff"] = max(row["max_abs_prob_diff"], float(np.abs(pa - pb).max()))
+    for row in heads.values():
+        row["top1_agreement"] = round(row["agree"] / row["n"], 4)
+        row["max_abs_prob_diff"] = round(row["max_abs_prob_diff"], 4)
+    return {"provider": cuda.provider, "reference": cpu.provider, "precision": cuda.precision, "heads": heads}
+
+
+def placement(model: Path, pixels: np.ndarray, provider: str = "cuda") -> dict[str, Any]:
+    """Nodes per execution provider, and the op types that run outside CUDA, from one profiled run."""
+    with tempfile.TemporaryDirectory(prefix="vitrine-gpu-prof-") as tmp:
+        options = session_options(1, spinning=False)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(model), options, providers=choose_providers(provider))
+        name = session.get_inputs()[0].name
+        for _ in range(3):
+            session.run(None, {name: pixels})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    seen: dict[str, tuple[str, str]] = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args:
+            seen[event["name"].removesuffix("_kernel_time")] = (args["provider"], args.get("op_name", "?"))
+    by_provider = Counter(provider for provider, _ in seen.values())
+    off_cuda = Counter(op for provider, op in seen.values() if provider != "CUDAExecutionProvider")
+    vote_ops = Counter(
+        f"{op} on {provider}"
+        for provider, op in seen.values()
+        if op in ("TopK", "Gather", "GatherElements", "GatherND")
+    )
+    return {"nodes_by_provider": dict(by_provider), "ops_off_cuda": dict(off_cuda), "topk_gather": dict(vote_ops)}
+
+
+def batch_sweep(
+    model: Path, pixels: np.ndarray, batches: Sequence[int], seconds: float, provider: str = "cuda"
+) -> list[dict[str, Any]]:
+    """The model alone per batch size: input copied from the host, and (on CUDA) input already on the GPU."""
+    rows = []
+    modes = (("host_input", False), ("device_input", True)) if provider == "cuda" else (("host_input", False),)
+    for batch in batches:
+        chosen = pixels[np.arange(batch) % len(pixels)]
+        row: dict[str, Any] = {"batch": batch}
+        for key, on_device in modes:
+            m = onnxruntime_alone(model, chosen, threads=1, duration_s=seconds, providers=provider, on_device=on_device)
+            rate = float(m["images_per_s"])  # type: ignore[arg-type]
+            row[key] = {"images_per_s": rate, "ms_per_run": round(1000 * batch / rate, 3)}
+        rows.append(row)
+    return rows
+
+
+def decode_rates(
+    jpegs: list[bytes], version: ModelVersion, threads: Sequence[int], seconds: float
+) -> list[dict[str, float]]:
+    """Images/s of app.preprocess.decode on a thread pool of each size (the service's decode threads)."""
+    spec = version.metadata.preprocessing
+    rows = []
+    for n in threads:
+        with ThreadPoolExecutor(n) as pool:
+            chunk = 64
+            stream = cycle(jpegs)
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                blobs = list(islice(stream, chunk * n))
+                list(pool.map(lambda b: decode(b, spec), blobs))
+                done += len(blobs)
+            rows.append({"threads": n, "images_per_s": round(done / (time.perf_counter() - started), 1)})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the checks; print Markdown; write gpu-probe.json."""
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench/results/gpu"))
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32", "int8"])
+    p.add_argument("--seconds", type=float, default=1.5, help="per timed loop (default 1.5)")
+    p.add_argument("--batches", default="1,8,32,64,128,256")
+    p.add_argument("--images", type=int, default=256)
+    args = p.parse_args(argv)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        print(f"no CUDA provider in this onnxruntime ({ort.get_available_providers()})", file=sys.stderr)
+        return 2
+    settings = Settings()
+    version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+    model = version.file_for(args.precision)
+    jpegs, source = load_jpegs(args.images)
+    pixels = np.stack([decode(b, version.metadata.preprocessing) for b in jpegs])
+    cpus = available_cpus()
+    result: dict[str, Any] = {
+        "gpu": gpu_name(),
+        "onnxruntime": ort.__version__,
+        "providers_available": ort.get_available_providers(),
+        "cpus": cpus,
+        "model": str(model),
+        "images": source,
+    }
+    result["parity"] = parity(version, pixels, args.precision)
+    result["placement"] = placement(model, pixels[:32])
+    result["batch_sweep"] = batch_sweep(model, pixels, [int(b) for b in args.batches.split(",")], args.seconds)
+    result["decode"] = decode_rates(jpegs, version, sorted({1, 2, 4, 8, cpus}), args.seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu-probe.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"GPU: {result['gpu']}; onnxruntime {result['onnxruntime']}; {cpus} CPUs; {model.name}; {source}")
+    print("\n| head | top-1 agreement CUDA vs CPU | max abs prob diff |\n|---|---|---|")
+    for head, row in result["parity"]["heads"].items():
+        print(f"| {head} | {row['top1_agreement']:.4f} ({row['n']} photos) | {row['max_abs_prob_diff']} |")
+    print(f"\nplacement: {result['placement']}")
+    print("\n| batch | host input img/s | ms/run | input on GPU img/s | ms/run |\n|---|---|---|---|---|")
+    for row in result["batch_sweep"]:
+        h, d = row["host_input"], row.get("device_input", {"images_per_s": 0, "ms_per_run": "-"})
+        cells = [
+            row["batch"],
+            f"{h['images_per_s']:,.0f}",
+            h["ms_per_run"],
+            f"{d['images_per_s']:,.0f}",
+            d["ms_per_run"],
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\n| decode threads | img/s |\n|---|---|")
+    for row in result["decode"]:
+        print(f"| {row['threads']} | {row['images_per_s']:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

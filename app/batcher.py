@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], dict[str, np.ndarray]]
 Row = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Batcher:
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
+        self._workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitrine-model")
         self._idle = workers
         self._worker_free = asyncio.Event()
@@ -75,6 +79,20 @@ class Batcher:
     def start(self) -> None:
         """Start the worker task on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._work(), name="vitrine-batcher")
+
+    async def on_each_worker(self, fn: Callable[[], T]) -> list[T]:
+        """Run `fn` once on every model thread (e.g. to warm up per-thread GPU state) and return the results.
+
+        Each call waits at a barrier until all have started, so the pool has to give each one its own thread.
+        """
+        barrier = threading.Barrier(self._workers)
+
+        def call() -> T:
+            barrier.wait()
+            return fn()
+
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self._executor, call) for _ in range(self._workers))))
 
     def submit(self, images: list[np.ndarray]) -> list[asyncio.Future[Row]]:
         """Enqueue images (all or none) and return one future per image; Overloaded when the queue is full."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -103,9 +104,10 @@ class Recognizer:
         return bool(self.warmed_batch_sizes) and self.batcher.running
 
     async def start(self) -> None:
-        """Warm up every batch shape the service will run, then start batching."""
+        """Warm up every batch shape the service will run, on each model thread, then start batching."""
         started = time.monotonic()
-        self.warmed_batch_sizes = await asyncio.to_thread(self.runtime.warm_up, self.settings.max_batch_size)
+        shapes = await self.batcher.on_each_worker(partial(self.runtime.warm_up, self.settings.max_batch_size))
+        self.warmed_batch_sizes = shapes[0]
         self.batcher.start()
         log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
 

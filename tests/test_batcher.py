@@ -195,3 +195,27 @@ def test_stop_waits_for_every_batch_in_flight() -> None:
         assert [int(f.result()["id"]) for f in futures] == list(range(9))
 
     asyncio.run(scenario())
+
+
+def test_on_each_worker_runs_once_on_every_model_thread_and_batches_use_those_threads() -> None:
+    """GPU warm-up is per thread: it must reach each model thread, and batches must run on no other."""
+
+    async def scenario() -> None:
+        seen: list[int] = []
+        model = Model()
+        batcher = make(model, workers=3)
+        warmed = await batcher.on_each_worker(lambda: threading.get_ident())
+        batcher.start()
+        original = model.__call__
+
+        def recording(batch: np.ndarray) -> dict[str, np.ndarray]:
+            seen.append(threading.get_ident())
+            return original(batch)
+
+        batcher._run_batch = recording
+        await asyncio.gather(*(f for v in range(40) for f in batcher.submit([item(v)])))
+        await batcher.stop()
+        assert len(set(warmed)) == 3
+        assert set(seen) <= set(warmed)
+
+    asyncio.run(scenario())

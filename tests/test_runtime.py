@@ -76,3 +76,11 @@ def test_precision_choice(tmp_path: Path) -> None:
 def test_softmax_is_stable() -> None:
     probs = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]], dtype=np.float32))
     assert np.allclose(probs, [[1.0, 0.0], [0.5, 0.5]])
+
+
+def test_on_cuda_batches_are_padded_to_at_most_two_shapes(tiny_repo: Path) -> None:
+    runtime = load(tiny_repo)
+    runtime.provider = "cuda"  # the shapes only: CI has no GPU
+    assert runtime.batch_shapes(64) == [32, 64]
+    assert runtime.batch_shapes(32) == [32]
+    assert runtime.batch_shapes(8) == [8]

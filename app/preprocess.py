@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import signal
+import time
 import warnings
 
 import numpy as np
@@ -84,3 +86,36 @@ def decode(data: bytes, spec: Preprocessing, *, max_pixels: int = 40_000_000) ->
         raise
     except Exception as exc:  # truncated or corrupt pixel data
         raise ImageError("image data is corrupt or truncated") from exc
+
+
+def decode_many(
+    blobs: list[bytes | ImageError], spec: Preprocessing, *, max_bytes: int, max_pixels: int
+) -> tuple[list[np.ndarray | ImageError], list[float]]:
+    """Decode a chunk of images: each one's model input or its `ImageError`, and each decode's seconds.
+
+    A module-level function of picklable arguments, so the same chunk can run on a decode thread or in
+    a decode process (`VITRINE_DECODE_PROCESSES`). Items that are already errors (invalid base64, say)
+    pass through untimed.
+    """
+    out: list[np.ndarray | ImageError] = []
+    seconds: list[float] = []
+    for blob in blobs:
+        if isinstance(blob, ImageError):
+            out.append(blob)
+            continue
+        started = time.perf_counter()
+        try:
+            if len(blob) > max_bytes:
+                raise ImageTooLarge(f"image is {len(blob)} bytes, more than the limit of {max_bytes}")
+            out.append(decode(blob, spec, max_pixels=max_pixels))
+        except ImageError as error:
+            out.append(error)
+        seconds.append(time.perf_counter() - started)
+    return out, seconds
+
+
+def ignore_shutdown_signals() -> None:
+    """Initializer of decode processes: SIGINT/SIGTERM sent to the whole process group (Ctrl-C, some
+    supervisors) must not kill them mid-drain; the service shuts its pool down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

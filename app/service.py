@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from multiprocessing import get_context
 from typing import Any, Literal
 
 import numpy as np
 
 from app.batcher import Batcher, Row
-from app.errors import DeadlineExceeded, ImageError, ImageTooLarge, NotReady, VitrineError
+from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
-from app.preprocess import decode
+from app.preprocess import decode_many, ignore_shutdown_signals
 from app.repository import resolve
 from app.runtime import Runtime
 from app.schema import Head
@@ -78,7 +79,19 @@ class Recognizer:
         }
         # The labelled counter children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vitrine-decode")
+        self._decode_pool: Executor
+        if settings.decode_processes:
+            # Many-core hosts (a GPU's): decoding threads share one GIL, processes do not.
+            self._decode_workers = settings.decode_processes
+            self._decode_pool = ProcessPoolExecutor(
+                settings.decode_processes, mp_context=get_context("spawn"), initializer=ignore_shutdown_signals
+            )
+        else:
+            self._decode_workers = settings.decode_threads
+            self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vitrine-decode")
+        self._decode_chunk = partial(
+            decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        )
         self.batcher = Batcher(
             self.runtime.run,
             max_batch_size=settings.max_batch_size,
@@ -104,8 +117,14 @@ class Recognizer:
         return bool(self.warmed_batch_sizes) and self.batcher.running
 
     async def start(self) -> None:
-        """Warm up every batch shape the service will run, on each model thread, then start batching."""
+        """Start the decode processes (if any), warm up every batch shape the service will run on each model
+        thread, then start batching."""
         started = time.monotonic()
+        if self.settings.decode_processes:
+            loop = asyncio.get_running_loop()
+            nothing: list[bytes | ImageError] = []
+            pool, chunk = self._decode_pool, self._decode_chunk
+            await asyncio.gather(*(loop.run_in_executor(pool, chunk, nothing) for _ in range(self._decode_workers)))
         shapes = await self.batcher.on_each_worker(partial(self.runtime.warm_up, self.settings.max_batch_size))
         self.warmed_batch_sizes = shapes[0]
         self.batcher.start()
@@ -131,28 +150,6 @@ class Recognizer:
             "memory_vote": meta.memory_vote.model_dump() if meta.memory_vote else None,
         }
 
-    def _decode(self, blob: bytes | ImageError) -> np.ndarray:
-        if isinstance(blob, ImageError):
-            raise blob  # already known to be unusable (for example invalid base64)
-        started = time.perf_counter()
-        try:
-            if len(blob) > self.settings.max_image_bytes:
-                raise ImageTooLarge(
-                    f"image is {len(blob)} bytes, more than the limit of {self.settings.max_image_bytes}"
-                )
-            return decode(blob, self.spec, max_pixels=self.settings.max_image_pixels)
-        finally:
-            self.metrics.decode_duration.observe(time.perf_counter() - started)
-
-    def _decode_all(self, blobs: list[bytes | ImageError]) -> list[np.ndarray | ImageError]:
-        out: list[np.ndarray | ImageError] = []
-        for blob in blobs:
-            try:
-                out.append(self._decode(blob))
-            except ImageError as error:
-                out.append(error)
-        return out
-
     async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
         """Answer one request: a result per image in order, per-image errors in place."""
         if not self.ready:
@@ -160,9 +157,12 @@ class Recognizer:
         loop = asyncio.get_running_loop()
         # One pool task per chunk, not per image: a 60x80 photo decodes in well under a millisecond, so
         # per-image task hops would cost as much as the work.
-        chunks = _chunks(blobs, self.settings.decode_threads)
-        parts = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self._decode_all, c) for c in chunks))
-        decoded = [item for part in parts for item in part]
+        chunks = _chunks(blobs, self._decode_workers)
+        parts = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self._decode_chunk, c) for c in chunks))
+        decoded = [item for items, _ in parts for item in items]
+        for _, seconds in parts:
+            for took in seconds:
+                self.metrics.decode_duration.observe(took)
         good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
         futures = self.batcher.submit([decoded[i] for i in good]) if good else []  # type: ignore[misc]
         rows: dict[int, Row | BaseException] = {}

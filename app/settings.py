@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
     )
+    decode_processes: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Decode in this many processes instead of threads (0: threads). For many-core hosts such as "
+        "a GPU's, where decoding threads are bound by Python's GIL.",
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one model run.")
     max_batch_delay_ms: float = Field(
         5.0, ge=0.0, le=1000.0, description="Longest an image waits for others to fill its batch."

@@ -73,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=256, help="distinct catalogue JPEGs in the load (default 256)")
     p.add_argument("--threads", type=int, default=cpus, help=f"onnxruntime intra-op threads everywhere ({cpus})")
     p.add_argument("--decode-threads", type=int, default=cpus, help=f"decode threads everywhere ({cpus})")
+    p.add_argument(
+        "--decode-processes",
+        type=int,
+        default=0,
+        help="decode in this many processes instead of threads, in the service and the in-process ceilings (0)",
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"])
     p.add_argument(
         "--providers",
@@ -139,6 +145,7 @@ def options(args: argparse.Namespace, argv: list[str]) -> Options:
         n_images=64 if quick else args.images,
         threads=args.threads,
         decode_threads=args.decode_threads,
+        decode_processes=args.decode_processes,
         precision=args.precision,
         providers=args.providers,
         ceiling_batch=args.ceiling_batch,

@@ -21,15 +21,17 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from itertools import cycle, islice
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from app.preprocess import decode
+from app.preprocess import decode, decode_many
 from app.repository import ModelVersion, resolve
 from app.runtime import Runtime, choose_providers, session_options
 from app.settings import Settings, available_cpus
@@ -116,22 +118,32 @@ def batch_sweep(
 
 
 def decode_rates(
-    jpegs: list[bytes], version: ModelVersion, threads: Sequence[int], seconds: float
-) -> list[dict[str, float]]:
-    """Images/s of app.preprocess.decode on a thread pool of each size (the service's decode threads)."""
-    spec = version.metadata.preprocessing
+    jpegs: list[bytes], version: ModelVersion, workers: Sequence[int], seconds: float, *, processes: bool = False
+) -> list[dict[str, Any]]:
+    """Images/s of decode + preprocess as the service runs it (`app.preprocess.decode_many` on chunks of a
+    request), on a pool of each size: threads (`VITRINE_DECODE_THREADS`) or processes
+    (`VITRINE_DECODE_PROCESSES`)."""
+    chunk = partial(decode_many, spec=version.metadata.preprocessing, max_bytes=1 << 30, max_pixels=40_000_000)
     rows = []
-    for n in threads:
-        with ThreadPoolExecutor(n) as pool:
-            chunk = 64
+    for n in workers:
+        pool: Executor = ProcessPoolExecutor(n, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(n)
+        with pool:
+            list(pool.map(chunk, [jpegs[:4]] * n))  # start the workers
             stream = cycle(jpegs)
             done, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
-                blobs = list(islice(stream, chunk * n))
-                list(pool.map(lambda b: decode(b, spec), blobs))
-                done += len(blobs)
-            rows.append({"threads": n, "images_per_s": round(done / (time.perf_counter() - started), 1)})
+                blobs = list(islice(stream, 16 * n))  # a 16-image request's chunks, n at a time
+                done += sum(len(items) for items, _ in pool.map(chunk, [blobs[i::n] for i in range(n)]))
+            rate = round(done / (time.perf_counter() - started), 1)
+        rows.append({"pool": "processes" if processes else "threads", "workers": n, "images_per_s": rate})
     return rows
+
+
+def print_decode(rows: list[dict[str, Any]]) -> None:
+    """The decode rates as a Markdown table."""
+    print("\n| decode pool | workers | img/s |\n|---|---|---|")
+    for row in rows:
+        print(f"| {row['pool']} | {row['workers']} | {row['images_per_s']:,.0f} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.5, help="per timed loop (default 1.5)")
     p.add_argument("--batches", default="1,8,32,64,128,256")
     p.add_argument("--images", type=int, default=256)
+    p.add_argument("--decode-only", action="store_true", help="only the decode rates (no GPU needed)")
     args = p.parse_args(argv)
+    if args.decode_only:
+        settings = Settings()
+        version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+        jpegs, source = load_jpegs(args.images)
+        sizes = sorted({1, 2, 4, 8, available_cpus()})
+        rows = decode_rates(jpegs, version, sizes, args.seconds)
+        rows += decode_rates(jpegs, version, sizes, args.seconds, processes=True)
+        print(f"{available_cpus()} CPUs; {source}")
+        print_decode(rows)
+        return 0
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"no CUDA provider in this onnxruntime ({ort.get_available_providers()})", file=sys.stderr)
         return 2
@@ -163,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["parity"] = parity(version, pixels, args.precision)
     result["placement"] = placement(model, pixels[:32])
     result["batch_sweep"] = batch_sweep(model, pixels, [int(b) for b in args.batches.split(",")], args.seconds)
-    result["decode"] = decode_rates(jpegs, version, sorted({1, 2, 4, 8, cpus}), args.seconds)
+    sizes = sorted({1, 2, 4, 8, cpus})
+    result["decode"] = decode_rates(jpegs, version, sizes, args.seconds)
+    result["decode"] += decode_rates(jpegs, version, sizes, args.seconds, processes=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-probe.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"GPU: {result['gpu']}; onnxruntime {result['onnxruntime']}; {cpus} CPUs; {model.name}; {source}")
@@ -182,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             d["ms_per_run"],
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
-    print("\n| decode threads | img/s |\n|---|---|")
-    for row in result["decode"]:
-        print(f"| {row['threads']} | {row['images_per_s']:,.0f} |")
+    print_decode(result["decode"])
     return 0
 
 

@@ -66,6 +66,7 @@ class Options:
     n_images: int = 256
     threads: int = 2
     decode_threads: int = 2
+    decode_processes: int = 0
     precision: str = "auto"
     providers: str = "cpu"
     ceiling_batch: int = 32
@@ -222,6 +223,7 @@ class Bench:
             "warmup_s": o.warmup_s,
             "threads": o.threads,
             "decode_threads": o.decode_threads,
+            "decode_processes": o.decode_processes,
             "precision": o.precision,
             "providers": o.providers,
             "ceiling_batch": o.ceiling_batch,
@@ -295,6 +297,7 @@ class Bench:
             batch=batch,
             duration_s=opts.ceiling_s,
             providers=opts.providers,
+            decode_processes=opts.decode_processes,
         )
         alone = partial(
             ceilings.onnxruntime_alone,
@@ -580,6 +583,7 @@ class Bench:
         env = {
             "VITRINE_INTRA_OP_THREADS": str(self.opts.threads),
             "VITRINE_DECODE_THREADS": str(self.opts.decode_threads),
+            "VITRINE_DECODE_PROCESSES": str(self.opts.decode_processes),
             "VITRINE_PRECISION": self.opts.precision,
             "VITRINE_PROVIDERS": self.opts.providers,
             **self.opts.service_env,

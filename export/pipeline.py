@@ -98,9 +98,11 @@ def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) ->
 
 
 def build_model(classes: dict[str, list[str]], config: ExportConfig, *, pretrained: bool = True) -> MultiHeadClassifier:
-    """The default architecture with one head per configured column."""
+    """The configured EfficientNet-Lite with one head per configured column."""
     sizes = {h.column: len(classes[h.column]) for h in config.heads}
-    return build_efficientnet_classifier(sizes, pretrained=pretrained, dropout=config.train.dropout)
+    return build_efficientnet_classifier(
+        sizes, pretrained=pretrained, dropout=config.train.dropout, backbone=config.backbone
+    )
 
 
 def load_trained(work: Path, classes: dict[str, list[str]], config: ExportConfig) -> MultiHeadClassifier:
@@ -124,6 +126,7 @@ def metadata(
         version=version,
         preprocessing=preprocessing(config),
         heads=heads,
+        architecture=config.backbone,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

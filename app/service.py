@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
-from multiprocessing import get_context
 from typing import Any, Literal
 
 import numpy as np
@@ -15,7 +13,7 @@ import numpy as np
 from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
-from app.preprocess import decode_many, ignore_shutdown_signals
+from app.preprocess import decode_many, decode_pool
 from app.repository import resolve
 from app.runtime import Runtime
 from app.schema import Head
@@ -79,16 +77,7 @@ class Recognizer:
         }
         # The labelled counter children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
-        self._decode_pool: Executor
-        if settings.decode_processes:
-            # Many-core hosts (a GPU's): decoding threads share one GIL, processes do not.
-            self._decode_workers = settings.decode_processes
-            self._decode_pool = ProcessPoolExecutor(
-                settings.decode_processes, mp_context=get_context("spawn"), initializer=ignore_shutdown_signals
-            )
-        else:
-            self._decode_workers = settings.decode_threads
-            self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="vitrine-decode")
+        self._decode_pool, self._decode_workers = decode_pool(settings.decode_threads, settings.decode_processes)
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )

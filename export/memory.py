@@ -86,7 +86,9 @@ class NeighbourMemory(nn.Module):
     def votes(self, head: str, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The neighbours' weighted label distribution for one head, (N, classes); all zero if none is labelled."""
         position = self.heads.index(head)
-        labels = getattr(self, f"labels_{position}")[index]
+        # index_select exports as Gather; fancy indexing exported as GatherND, which onnxruntime's CUDA
+        # provider left on the CPU (a device-host copy per run, bench/results/gpu/probe.txt).
+        labels = getattr(self, f"labels_{position}").index_select(0, index.reshape(-1)).reshape(index.shape)
         one_hot = (labels.unsqueeze(-1) == getattr(self, f"classes_{position}")).to(weights.dtype)
         votes: torch.Tensor = (weights.unsqueeze(-1) * one_hot).sum(dim=1)
         return votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)

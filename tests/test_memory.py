@@ -122,6 +122,8 @@ def test_the_vote_exports_with_parity_and_survives_int8_and_fp16(pixels: np.ndar
     fp32 = export_onnx(model, meta, tmp_path / "model.onnx")
     parity = check_parity(model, fp32, pixels, [h.name for h in meta.heads])
     assert all(agreement == 1.0 for agreement in parity.top1_agreement.values())
+    ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert "Gather" in ops and "GatherND" not in ops  # GatherND stayed on the CPU under onnxruntime's CUDA provider
 
     reference = onnx_outputs(fp32, pixels)
     int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx", pixels)

@@ -106,16 +106,20 @@ class Recognizer:
         return bool(self.warmed_batch_sizes) and self.batcher.running
 
     async def start(self) -> None:
-        """Start the decode processes (if any), warm up every batch shape the service will run on each model
-        thread, then start batching."""
+        """Start the decode processes (if any), warm up every batch shape the service will run (on each model
+        thread on CUDA), then start batching."""
         started = time.monotonic()
         if self.settings.decode_processes:
             loop = asyncio.get_running_loop()
             nothing: list[bytes | ImageError] = []
             pool, chunk = self._decode_pool, self._decode_chunk
             await asyncio.gather(*(loop.run_in_executor(pool, chunk, nothing) for _ in range(self._decode_workers)))
-        shapes = await self.batcher.on_each_worker(partial(self.runtime.warm_up, self.settings.max_batch_size))
-        self.warmed_batch_sizes = shapes[0]
+        warm_up = partial(self.runtime.warm_up, self.settings.max_batch_size)
+        if self.runtime.provider == "cuda":
+            # the per-shape set-up held only for the thread that did it (bench/results/gpu): warm each model thread
+            self.warmed_batch_sizes = (await self.batcher.on_each_worker(warm_up))[0]
+        else:  # CPU kernels keep no per-thread state: once is enough, however many model workers run
+            self.warmed_batch_sizes = await asyncio.to_thread(warm_up)
         self.batcher.start()
         log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
 

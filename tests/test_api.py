@@ -7,6 +7,7 @@ import base64
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.service import open_runtime
 from app.settings import Settings
 from tests.images import encode, photo, png_bomb
 
@@ -163,6 +164,24 @@ def test_two_model_workers_give_the_same_answers(
             assert b["attributes"][key]["label"] == head["label"]
             assert abs(b["attributes"][key]["score"] - head["score"]) < 1e-4
     assert "vitrine_batch_size_count 2.0" in batches  # 16 images shared out between the two idle workers
+
+
+def test_the_cpu_warms_up_once_however_many_model_workers_run(tiny_settings: Settings) -> None:
+    """Only CUDA needs each model thread warmed (bench/results/gpu); on the CPU extra workers add no start-up."""
+    settings = tiny_settings.model_copy(update={"model_workers": 3})
+    runtime = open_runtime(settings)
+    calls: list[int] = []
+    warm_up = runtime.warm_up
+
+    def counted(max_batch_size: int) -> list[int]:
+        calls.append(max_batch_size)
+        return warm_up(max_batch_size)
+
+    runtime.warm_up = counted  # type: ignore[method-assign]
+    with TestClient(create_app(settings, runtime)) as client:
+        ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["warmed_batch_sizes"] == [1, settings.max_batch_size]
+    assert calls == [settings.max_batch_size]
 
 
 def test_decode_processes_give_the_same_answers_and_errors(

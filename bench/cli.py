@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import shutil
@@ -67,10 +68,18 @@ def parser() -> argparse.ArgumentParser:
         default=("naive", "bentoml"),
         help="comma-separated peers to run, or none",
     )
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per measured phase (default 15)")
-    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each phase (default 3)")
-    p.add_argument("--ceiling-duration", type=float, default=8.0, help="seconds per ceiling loop (default 8)")
-    p.add_argument("--images", type=int, default=256, help="distinct catalogue JPEGs in the load (default 256)")
+    p.add_argument(
+        "--duration", dest="duration_s", type=float, default=15.0, help="seconds per measured phase (default 15)"
+    )
+    p.add_argument(
+        "--warmup", dest="warmup_s", type=float, default=3.0, help="unmeasured seconds before each phase (default 3)"
+    )
+    p.add_argument(
+        "--ceiling-duration", dest="ceiling_s", type=float, default=8.0, help="seconds per ceiling loop (default 8)"
+    )
+    p.add_argument(
+        "--images", dest="n_images", type=int, default=256, help="distinct catalogue JPEGs in the load (default 256)"
+    )
     p.add_argument("--threads", type=int, default=cpus, help=f"onnxruntime intra-op threads everywhere ({cpus})")
     p.add_argument("--decode-threads", type=int, default=cpus, help=f"decode threads everywhere ({cpus})")
     p.add_argument(
@@ -90,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-batch", type=int, default=32, help="batch size of the ceiling loops (default 32)")
     p.add_argument(
         "--env",
+        dest="service_env",
         type=_env,
         action="append",
         default=[],
@@ -98,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--variant",
+        dest="variants",
         type=_variant,
         action="append",
         default=[],
@@ -128,39 +139,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def options(args: argparse.Namespace, argv: list[str]) -> Options:
-    """Options from parsed arguments (`--quick` shortens everything)."""
-    quick = args.quick
+    """Options from parsed arguments, matched by name (each option's `dest` is its `Options` field);
+    `--quick` shortens everything."""
     if args.providers == "cuda" and args.peers:
         raise SystemExit("vitrine bench: --providers cuda runs only Vitrine (the peers are CPU-only): add --peers none")
-    return Options(
-        results=args.results,
-        name=args.name,
-        url=args.url,
-        service_pid=args.service_pid,
-        profiles=args.profiles,
-        peers=args.peers,
-        duration_s=3.0 if quick else args.duration,
-        warmup_s=1.0 if quick else args.warmup,
-        ceiling_s=2.0 if quick else args.ceiling_duration,
-        n_images=64 if quick else args.images,
-        threads=args.threads,
-        decode_threads=args.decode_threads,
-        decode_processes=args.decode_processes,
-        precision=args.precision,
-        providers=args.providers,
-        ceiling_batch=args.ceiling_batch,
-        service_env=dict(args.env),
-        variants=args.variant,
-        bento_python=args.bento_python,
-        bento_max_latency_ms=args.bento_max_latency_ms,
-        bento_max_batch_size=args.bento_max_batch_size,
-        max_other_cores=args.max_other_cores,
-        retries=0 if quick else args.retries,
-        cold_starts=1 if quick else args.cold_starts,
-        open_loop=args.open_loop,
-        py_spy=args.py_spy,
-        command=["vitrine", "bench", *argv],
-    )
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options) if hasattr(args, f.name)}
+    values["service_env"] = dict(args.service_env)
+    if args.quick:
+        values.update(duration_s=3.0, warmup_s=1.0, ceiling_s=2.0, n_images=64, retries=0, cold_starts=1)
+    return Options(**values, command=["vitrine", "bench", *argv])
 
 
 def main(argv: list[str] | None = None) -> int:

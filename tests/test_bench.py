@@ -353,3 +353,21 @@ def test_cuda_bench_refuses_the_cpu_only_peers() -> None:
     args = cli.parser().parse_args(["--providers", "cuda", "--peers", "none", "--ceiling-batch", "64"])
     opts = cli.options(args, [])
     assert (opts.providers, opts.peers, opts.ceiling_batch) == ("cuda", (), 64)
+
+
+def test_every_bench_option_reaches_the_run_and_quick_shortens_it() -> None:
+    import dataclasses
+
+    from bench import cli
+    from bench.runner import Options
+
+    args = cli.parser().parse_args([])
+    fields = {f.name for f in dataclasses.fields(Options)}
+    assert set(vars(args)) - fields == {"quick", "verbose"}  # a new option needs an Options field of its name
+    argv = ["--duration", "7", "--images", "32", "--env", "VITRINE_MAX_BATCH_DELAY_MS=2", "--variant", "x:VITRINE_A=1"]
+    opts = cli.options(cli.parser().parse_args(argv), argv)
+    assert (opts.duration_s, opts.n_images, opts.retries) == (7.0, 32, 2)
+    assert opts.service_env == {"VITRINE_MAX_BATCH_DELAY_MS": "2"} and opts.variants == [("x", {"VITRINE_A": "1"})]
+    assert opts.command == ["vitrine", "bench", *argv]
+    quick = cli.options(cli.parser().parse_args(["--quick"]), [])
+    assert (quick.duration_s, quick.warmup_s, quick.n_images, quick.retries, quick.cold_starts) == (3.0, 1.0, 64, 0, 1)

@@ -69,16 +69,36 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated peers to run, or none",
     )
     p.add_argument(
-        "--duration", dest="duration_s", type=float, default=15.0, help="seconds per measured phase (default 15)"
+        "--duration",
+        dest="duration_s",
+        metavar="SECONDS",
+        type=float,
+        default=15.0,
+        help="seconds per measured phase (default 15)",
     )
     p.add_argument(
-        "--warmup", dest="warmup_s", type=float, default=3.0, help="unmeasured seconds before each phase (default 3)"
+        "--warmup",
+        dest="warmup_s",
+        metavar="SECONDS",
+        type=float,
+        default=3.0,
+        help="unmeasured seconds before each phase (default 3)",
     )
     p.add_argument(
-        "--ceiling-duration", dest="ceiling_s", type=float, default=8.0, help="seconds per ceiling loop (default 8)"
+        "--ceiling-duration",
+        dest="ceiling_s",
+        metavar="SECONDS",
+        type=float,
+        default=8.0,
+        help="seconds per ceiling loop (default 8)",
     )
     p.add_argument(
-        "--images", dest="n_images", type=int, default=256, help="distinct catalogue JPEGs in the load (default 256)"
+        "--images",
+        dest="n_images",
+        metavar="N",
+        type=int,
+        default=256,
+        help="distinct catalogue JPEGs in the load (default 256)",
     )
     p.add_argument("--threads", type=int, default=cpus, help=f"onnxruntime intra-op threads everywhere ({cpus})")
     p.add_argument("--decode-threads", type=int, default=cpus, help=f"decode threads everywhere ({cpus})")

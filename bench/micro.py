@@ -4,7 +4,8 @@
 
 1. Decode variants on real catalogue JPEGs, one thread, interleaved rounds: `app.preprocess.decode`
    as it is, the numpy padding it had before commit d33ed9a, and the Pillow padding without the
-   EXIF check; all produce the same pixels (checked on every image used).
+   EXIF check; all produce the same pixels (checked on every image used). Then the cumulative cost of
+   the decode's stages: reading the header, decoding the pixels, scaling to the model size, padding.
 2. The served model file in onnxruntime alone at batch 1 to 64, with 1 and 2 intra-op threads.
 3. Decode + run in-process with one model thread of 2 intra-op threads and decoding pipelined on 2
    threads (the service's shape) against two workers that each decode and run their own batch on
@@ -59,6 +60,31 @@ def decode_numpy_pad(data: bytes, spec: Preprocessing) -> np.ndarray:
     return canvas
 
 
+def decode_stages(jpegs: list[bytes], spec: Preprocessing, seconds: float) -> dict[str, float]:
+    """Microseconds per image of the decode up to and including each stage (cumulative, one thread)."""
+
+    def pixels(data: bytes) -> Image.Image:
+        image = open_image(data, max_pixels=40_000_000)
+        if image.format == "JPEG":
+            image.draft("RGB", (spec.size, spec.size))
+        image.load()
+        return to_rgb(image, spec.pad_colour)
+
+    def scaled(data: bytes) -> Image.Image:
+        image = pixels(data)
+        scale = spec.size / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+    stages: dict[str, Callable[[bytes], object]] = {
+        "header (open_image)": lambda data: open_image(data, max_pixels=40_000_000),
+        "pixels (draft + load)": pixels,
+        "scaled (bilinear resize)": scaled,
+        "padded (app decode)": lambda data: decode(data, spec),
+    }
+    return {name: per_image_us(fn, jpegs, seconds / len(stages)) for name, fn in stages.items()}
+
+
 def per_image_us(fn: Callable[[bytes], object], jpegs: list[bytes], seconds: float) -> float:
     """Microseconds per call of `fn` over the images, one thread."""
     for data in jpegs[:32]:
@@ -106,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             f"decode {name:32s} {us:7.1f} us/image  ({base / us:.2f}x)  rounds: "
             + " ".join(f"{t:.0f}" for t in samples)
         )
+    for stage, us in decode_stages(jpegs, spec, args.seconds).items():
+        print(f"decode up to {stage:26s} {us:7.1f} us/image")
     path = version.file_for(choose_precision(version, "auto", "cpu"))
     pixels = np.stack([decode(b, spec) for b in islice(cycle(jpegs), 64)])
     for threads in (1, 2):

@@ -371,3 +371,17 @@ def test_every_bench_option_reaches_the_run_and_quick_shortens_it() -> None:
     assert opts.command == ["vitrine", "bench", *argv]
     quick = cli.options(cli.parser().parse_args(["--quick"]), [])
     assert (quick.duration_s, quick.warmup_s, quick.n_images, quick.retries, quick.cold_starts) == (3.0, 1.0, 64, 0, 1)
+
+
+def test_micro_times_each_decode_stage_on_real_photos(photos: list[bytes]) -> None:
+    from app.schema import Preprocessing
+    from bench.micro import decode_stages
+
+    stages = decode_stages(photos[:8], Preprocessing(size=64), seconds=0.04)
+    assert list(stages) == [
+        "header (open_image)",
+        "pixels (draft + load)",
+        "scaled (bilinear resize)",
+        "padded (app decode)",
+    ]
+    assert all(us > 0 for us in stages.values())

@@ -35,13 +35,17 @@ def to_rgb(image: Image.Image, pad_colour: tuple[int, int, int]) -> Image.Image:
     return image.convert("RGB")
 
 
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the longest side scaled to `size`, aspect kept, each at least 1 pixel."""
+    scale = size / max(width, height)
+    return max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+
+
 def fit_and_pad(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     """Scale the longest side to `spec.size` (aspect kept), centre on a square canvas, return HxWx3 uint8."""
     size = spec.size
     width, height = image.size
-    scale = size / max(width, height)
-    new_w = max(1, min(size, round(width * scale)))
-    new_h = max(1, min(size, round(height * scale)))
+    new_w, new_h = fitted_size(width, height, size)
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     # Pasting onto a Pillow canvas is cheaper than filling and slicing a numpy array (same pixels).

@@ -128,6 +128,12 @@ def decode_rates(
     return rows
 
 
+def decode_both_pools(jpegs: list[bytes], version: ModelVersion, seconds: float) -> list[dict[str, Any]]:
+    """`decode_rates` on threads, then on processes, for 1, 2, 4, 8 and all CPUs."""
+    sizes = sorted({1, 2, 4, 8, available_cpus()})
+    return decode_rates(jpegs, version, sizes, seconds) + decode_rates(jpegs, version, sizes, seconds, processes=True)
+
+
 def print_decode(rows: list[dict[str, Any]]) -> None:
     """The decode rates as a Markdown table."""
     print("\n| decode pool | workers | img/s |\n|---|---|---|")
@@ -145,23 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--decode-only", action="store_true", help="only the decode rates (no GPU needed)")
     args = p.parse_args(argv)
-    if args.decode_only:
-        settings = Settings()
-        version = resolve(settings.model_repository, settings.model_name, settings.model_version)
-        jpegs, source = load_jpegs(args.images)
-        sizes = sorted({1, 2, 4, 8, available_cpus()})
-        rows = decode_rates(jpegs, version, sizes, args.seconds)
-        rows += decode_rates(jpegs, version, sizes, args.seconds, processes=True)
-        print(f"{available_cpus()} CPUs; {source}")
-        print_decode(rows)
-        return 0
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if not args.decode_only and "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"no CUDA provider in this onnxruntime ({ort.get_available_providers()})", file=sys.stderr)
         return 2
     settings = Settings()
     version = resolve(settings.model_repository, settings.model_name, settings.model_version)
-    model = version.file_for(args.precision)
     jpegs, source = load_jpegs(args.images)
+    if args.decode_only:
+        print(f"{available_cpus()} CPUs; {source}")
+        print_decode(decode_both_pools(jpegs, version, args.seconds))
+        return 0
+    model = version.file_for(args.precision)
     pixels = np.stack([decode(b, version.metadata.preprocessing) for b in jpegs])
     cpus = available_cpus()
     result: dict[str, Any] = {
@@ -175,9 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["parity"] = parity(version, pixels, args.precision)
     result["placement"] = placement(model, pixels[:32])
     result["batch_sweep"] = batch_sweep(model, pixels, [int(b) for b in args.batches.split(",")], args.seconds)
-    sizes = sorted({1, 2, 4, 8, cpus})
-    result["decode"] = decode_rates(jpegs, version, sizes, args.seconds)
-    result["decode"] += decode_rates(jpegs, version, sizes, args.seconds, processes=True)
+    result["decode"] = decode_both_pools(jpegs, version, args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-probe.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"GPU: {result['gpu']}; onnxruntime {result['onnxruntime']}; {cpus} CPUs; {model.name}; {source}")

@@ -23,7 +23,7 @@ from itertools import cycle, islice
 import numpy as np
 from PIL import Image, ImageOps
 
-from app.preprocess import decode, fit_and_pad, open_image, to_rgb
+from app.preprocess import decode, fit_and_pad, fitted_size, open_image, to_rgb
 from app.repository import resolve
 from app.runtime import choose_precision
 from app.schema import Preprocessing
@@ -49,8 +49,7 @@ def decode_numpy_pad(data: bytes, spec: Preprocessing) -> np.ndarray:
     image: Image.Image = to_rgb(ImageOps.exif_transpose(opened) or opened, spec.pad_colour)
     size = spec.size
     width, height = image.size
-    scale = size / max(width, height)
-    new_w, new_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+    new_w, new_h = fitted_size(width, height, size)
     if (new_w, new_h) != (width, height):
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     canvas = np.empty((size, size, 3), dtype=np.uint8)
@@ -72,8 +71,7 @@ def decode_stages(jpegs: list[bytes], spec: Preprocessing, seconds: float) -> di
 
     def scaled(data: bytes) -> Image.Image:
         image = pixels(data)
-        scale = spec.size / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        size = fitted_size(image.width, image.height, spec.size)
         return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
     stages: dict[str, Callable[[bytes], object]] = {

@@ -21,6 +21,7 @@ from export.config import DEFAULT_CONFIG, ExportConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.evaluate import evaluate, summarise
 from export.memory import fit_memory
+from export.network import LITE_VARIANTS
 from export.pipeline import (
     Splits,
     build_model,
@@ -63,7 +64,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--size", type=int, help="override the input size in pixels")
         step.add_argument(
             "--backbone",
-            choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+            choices=list(LITE_VARIANTS),
             help="override the backbone (package with the same one)",
         )
         step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")

@@ -61,13 +61,6 @@ def _input_name(path: Path) -> str:
     return str(inputs[0])
 
 
-def _copy_metadata(source: Path, target: Path) -> None:
-    """Carry the exporter's `metadata_props` over to a derived file (onnxruntime keeps them today; we guarantee it)."""
-    model = onnx.load(str(target))
-    set_metadata_props(model, metadata_props(source))
-    onnx.save(model, str(target))
-
-
 def after_features(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes downstream of the pooled features: the heads, the embedding and what follows them.
 
@@ -93,6 +86,53 @@ def float_nodes(model: onnx.ModelProto, first_convs: int, last_convs: int) -> li
     linear = [n.name for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
     tail = convs[len(convs) - last_convs :] if last_convs else []
     return list(dict.fromkeys([*convs[:first_convs], *tail, *linear, *after_features(model)]))
+
+
+def compact_constants(model: onnx.ModelProto, *, min_elements: int = 65536) -> list[str]:
+    """Store large float constants that are exactly int8 x a scale per row as int8 + DequantizeLinear, in place.
+
+    The memory vote keeps its photos as int8 with a scale per dimension, but the quantiser's graph
+    optimisations fold the int8-to-float conversion into a float constant, four times the size on disk.
+    Only a tensor that the int8 form reproduces bit for bit is changed; the runtime folds it back to float
+    when the session loads. Returns the names of the tensors changed.
+    """
+    changed: list[str] = []
+    nodes: list[onnx.NodeProto] = []
+    for tensor in model.graph.initializer:
+        if tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) != 2:
+            continue
+        if tensor.dims[0] * tensor.dims[1] < min_elements:
+            continue
+        values = onnx.numpy_helper.to_array(tensor)
+        scale = (np.abs(values).max(axis=1) / 127.0).astype(np.float32)
+        if not np.all(scale > 0):
+            continue
+        quantised = np.round(values / scale[:, None])
+        if np.abs(quantised).max() > 127 or not np.array_equal(quantised.astype(np.float32) * scale[:, None], values):
+            continue
+        name = tensor.name
+        tensor.CopyFrom(onnx.numpy_helper.from_array(quantised.astype(np.int8), f"{name}/int8"))
+        model.graph.initializer.extend(
+            [
+                onnx.numpy_helper.from_array(scale, f"{name}/scale"),
+                onnx.numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{name}/zero_point"),
+            ]
+        )
+        nodes.append(
+            onnx.helper.make_node(
+                "DequantizeLinear",
+                [f"{name}/int8", f"{name}/scale", f"{name}/zero_point"],
+                [name],
+                name=f"{name}/dequantize",
+                axis=0,
+            )
+        )
+        changed.append(name)
+    for node in reversed(nodes):  # before every reader: the graph stays in topological order
+        model.graph.node.insert(0, node)
+    if changed:
+        log.info("stored %s as int8 with a scale per row", ", ".join(changed))
+    return changed
 
 
 def quantize_int8(
@@ -137,7 +177,10 @@ def quantize_int8(
             calibration_providers=["CPUExecutionProvider"],
             nodes_to_exclude=keep_float,
         )
-    _copy_metadata(fp32_path, out_path)
+    quantised = onnx.load(str(out_path))
+    compact_constants(quantised)
+    set_metadata_props(quantised, metadata_props(fp32_path))
+    onnx.save(quantised, str(out_path))
     log.info(
         "quantised %s -> %s (%s calibration on %d images, per_channel=%s, %.1f MB)",
         fp32_path,

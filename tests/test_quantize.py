@@ -7,16 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from app.preprocess import decode
 from app.schema import Head, ModelMetadata, Preprocessing
 from export.convert import cpu_session, export_onnx, onnx_outputs, read_onnx_metadata
 from export.network import MultiHeadClassifier
-from export.quantize import after_features, benchmark_cpu, convert_fp16, quantize_int8
+from export.quantize import after_features, benchmark_cpu, compact_constants, convert_fp16, quantize_int8
 
 SIZE = 32
 FEATURES = 32
@@ -203,3 +204,43 @@ def test_everything_after_the_pooled_features_stays_float(fp32: Path, int8: Path
     assert kept and not any(
         n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in quantized.graph.node if n.name in kept
     )
+
+
+def _matmul_model(weight: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", weight.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_compact_constants_is_lossless_and_leaves_other_floats_alone() -> None:
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.001, 0.1, 16).astype(np.float32)
+    levels = rng.integers(-127, 128, (16, 500)).astype(np.float32)
+    levels[:, 0] = 127  # each row reaches the full range, as the memory's per-dimension scale makes it
+    folded = (levels * scale[:, None]).astype(np.float32)
+    x = rng.normal(size=(3, 16)).astype(np.float32)
+
+    model = _matmul_model(folded)
+    before = _run_float(model, x)
+    assert compact_constants(model, min_elements=1000) == ["w"]
+    onnx.checker.check_model(model)
+    stored = {t.name: t for t in model.graph.initializer}
+    assert stored["w/int8"].data_type == TensorProto.INT8 and "w" not in stored
+    np.testing.assert_array_equal(_run_float(model, x), before)
+    assert len(model.SerializeToString()) < folded.nbytes / 3
+
+    plain = _matmul_model(rng.normal(size=(16, 500)).astype(np.float32))
+    assert compact_constants(plain, min_elements=1000) == []
+    small = _matmul_model(folded[:, :10])
+    assert compact_constants(small, min_elements=1000) == []
+
+
+def _run_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    result: np.ndarray = session.run(None, {"x": x})[0]
+    return result

@@ -47,9 +47,15 @@ def choose_precision(version: ModelVersion, setting: str, provider_setting: str)
     return next((p for p in preferred if p in version.metadata.files), "fp32")
 
 
-def session_options(threads: int, *, spinning: bool) -> ort.SessionOptions:
-    """The service's onnxruntime session options (also used by the benchmark's ceiling, to match them)."""
+def session_options(threads: int, *, spinning: bool, memory_pattern: bool = False) -> ort.SessionOptions:
+    """The service's onnxruntime session options (also used by the benchmark's ceiling, to match them).
+
+    `memory_pattern`: onnxruntime plans one block per input shape it has seen and keeps it; with the several
+    batch shapes the service runs, that held 40 MB more for version 3 and 110 MB more for a two-backbone
+    ensemble, at the same throughput (`bench/PROFILE.md`).
+    """
     options = ort.SessionOptions()
+    options.enable_mem_pattern = memory_pattern
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -71,8 +77,16 @@ class Runtime:
     """A loaded model: `run` maps a uint8 NHWC batch to probabilities per head (and the embedding)."""
 
     def __init__(
-        self, version: ModelVersion, *, precision: str, providers: str, intra_op_threads: int, spinning: bool = True
+        self,
+        version: ModelVersion,
+        *,
+        precision: str,
+        providers: str,
+        intra_op_threads: int,
+        spinning: bool = True,
+        memory_pattern: bool = False,
     ) -> None:
+        self.memory_pattern = memory_pattern
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
         self.session, self.provider = self._open(version, providers, intra_op_threads, spinning)
@@ -101,7 +115,7 @@ class Runtime:
     ) -> tuple[ort.InferenceSession, str]:
         """Open the session for `self.precision`; return it with the provider really in use."""
         self.path: Path = version.file_for(self.precision)
-        options = session_options(threads, spinning=spinning)
+        options = session_options(threads, spinning=spinning, memory_pattern=self.memory_pattern)
         try:
             session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
         except ModelLoadError:

@@ -79,6 +79,9 @@ class ModelMetadata(BaseModel):
         description="Per precision, per head test metrics, e.g. {'int8': {'articleType.top1': 0.9}}.",
     )
     memory_vote: MemoryVote | None = Field(None, description="The in-graph vote of similar photos, if any.")
+    members: list[str] | None = Field(
+        None, description="For an ensemble: the versions whose softmax each head averages (`vitrine export ensemble`)."
+    )
     created: str | None = None
 
     @model_validator(mode="after")

@@ -52,6 +52,7 @@ def open_runtime(settings: Settings) -> Runtime:
         # Concurrent runs share one session; the intra-op threads are shared out among them.
         intra_op_threads=max(1, settings.intra_op_threads // settings.model_workers),
         spinning=settings.intra_op_spinning,
+        memory_pattern=settings.memory_pattern,
     )
 
 
@@ -130,7 +131,8 @@ class Recognizer:
         log.info("stopped: answered %d images since start", self.answered_images)
 
     def describe(self) -> dict[str, Any]:
-        """What `/models` shows: identity, provider in use, input, heads and labels, metrics, the memory vote."""
+        """What `/models` shows: identity, provider in use, input, heads and labels, metrics, architecture (an
+        ensemble's members), the memory vote."""
         meta = self.metadata
         return {
             **self.model_block,
@@ -140,6 +142,8 @@ class Recognizer:
                 {"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels} for h in meta.heads
             ],
             "metrics": meta.metrics,
+            "architecture": meta.architecture,
+            "members": meta.members,
             "memory_vote": meta.memory_vote.model_dump() if meta.memory_vote else None,
         }
 

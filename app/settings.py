@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="Let onnxruntime threads spin-wait between runs (measured: no throughput gain here, "
         "0.1-0.3 cores burnt).",
     )
+    memory_pattern: bool = Field(
+        False,
+        description="onnxruntime's memory pattern: a block planned and kept per batch shape (measured: the same "
+        "throughput, 40-110 MB more resident memory).",
+    )
     model_workers: int = Field(
         1,
         ge=1,

@@ -66,11 +66,19 @@ def _model_section(meta: ModelMetadata) -> list[str]:
     pre = meta.preprocessing
     heads = [[h.name, h.key, h.role, h.level or "", len(h.labels)] for h in meta.heads]
     embedding = f" and an L2-normalised embedding output `{meta.embedding_output}`" if meta.embedding_output else ""
+    if meta.members:
+        listed = "; ".join(f"{i}. {member} (card `member-{i}.md`)" for i, member in enumerate(meta.members, 1))
+        shape = (
+            f"an ensemble of {len(meta.members)} packaged versions: {listed}. Each member runs its own backbone, "
+            f"heads and memory vote on the same input; each of the {len(meta.heads)} heads answers the log of the "
+            f"mean of the members' softmax, and the embedding output `{meta.embedding_output}` is member 1's"
+        )
+    else:
+        shape = f"one shared backbone, {len(meta.heads)} classification heads{embedding}"
     return [
         "## Model",
         "",
-        f"Architecture `{meta.architecture}`: one shared backbone, {len(meta.heads)} classification heads"
-        f"{embedding}. Each head answers in the API under its key.",
+        f"Architecture `{meta.architecture}`: {shape}. Each head answers in the API under its key.",
         "",
         *_table(["head (CSV column)", "API key", "role", "level", "classes"], heads),
         "",
@@ -184,10 +192,12 @@ def write_card(
     lines += ["## Training recipe", "", *_table(["setting", "value"], _flatten(recipe)), ""]
     columns = list(dict.fromkeys(key for record in history for key in record))
     lines += ["## Training history", ""]
-    lines += [*_table(columns, [[r.get(c, "") for c in columns] for r in history]), ""] if history else ["None.", ""]
+    none = "In the members' cards." if meta.members else "None."
+    lines += [*_table(columns, [[r.get(c, "") for c in columns] for r in history]), ""] if history else [none, ""]
     lines += _metrics_section(meta)
     if parity:
-        lines += ["## Export parity (ONNX against PyTorch)", "", *_table(["check", "value"], _flatten(parity)), ""]
+        against = "the members run one by one" if meta.members else "PyTorch"
+        lines += [f"## Export parity (ONNX against {against})", "", *_table(["check", "value"], _flatten(parity)), ""]
     lines += _confusions_section(folder)
     plots = [*sorted(folder.glob("confusion_*.png")), folder / "reliability.png", folder / "errors.png"]
     existing = [p.name for p in plots if p.is_file()]

@@ -19,6 +19,7 @@ from export.calibration import fit_temperatures
 from export.card import write_card
 from export.config import DEFAULT_CONFIG, ExportConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
+from export.ensemble import build_ensemble
 from export.evaluate import evaluate, summarise
 from export.memory import fit_memory
 from export.network import LITE_VARIANTS
@@ -72,27 +73,40 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
         step.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
+    ensemble = steps.add_parser("ensemble", help="merge packaged versions into one version that averages them")
+    ensemble.add_argument("--members", type=Path, nargs="+", required=True, help="packaged version folders")
+    ensemble.add_argument("--data", type=Path, required=True, help="the catalogue the members were packaged on")
+    ensemble.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the members' config (split, heads)")
+    ensemble.add_argument("--work", type=Path, help="work folder for the decoded-image cache (default runs/<name>)")
+    ensemble.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/product-classifier")
+    ensemble.add_argument("--version", type=int, help="version number (default: next free)")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    ensemble.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
+    ensemble.add_argument("--min-class-count", type=int, help="override the minimum images per class")
+    ensemble.add_argument("--size", type=int, help="override the input size in pixels")
+    ensemble.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
     return parser.parse_args(argv)
 
 
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
+    # The ensemble step has only the data overrides (which photos, which classes, what size).
     overrides = {
-        "epochs": args.epochs,
-        "warmup_epochs": args.warmup_epochs,
+        "epochs": getattr(args, "epochs", None),
+        "warmup_epochs": getattr(args, "warmup_epochs", None),
         "size": args.size,
-        "head_lr": args.head_lr,
-        "backbone_lr": args.backbone_lr,
-        "init_from": args.init_from,
+        "head_lr": getattr(args, "head_lr", None),
+        "backbone_lr": getattr(args, "backbone_lr", None),
+        "init_from": getattr(args, "init_from", None),
     }
     for key, value in overrides.items():
         if value is not None:
             setattr(config.train, key, value)
-    if args.backbone is not None:
+    if getattr(args, "backbone", None) is not None:
         config.backbone = args.backbone
     if args.limit is not None:
         config.data.limit = args.limit
-    if args.max_int8_drop is not None:
+    if getattr(args, "max_int8_drop", None) is not None:
         config.max_int8_top1_drop = args.max_int8_drop
     if args.min_class_count is not None:
         config.data.min_class_count = args.min_class_count
@@ -232,6 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path("runs") / config.name
     splits = prepare(args.data, config, work)
     command = "vitrine export " + shlex.join(argv)
+    if args.step == "ensemble":
+        build_ensemble(
+            args.members,
+            splits,
+            args.out,
+            args.version,
+            overwrite=args.overwrite,
+            reproduce=command,
+            bench_seconds=args.bench_seconds,
+        )
+        return 0
     if args.step in ("build", "train"):
         run_train(splits, config, work)
         record_lineage(work, command, config.train.init_from, config.train.model_dump(mode="json"))

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.preprocess import decode
 from app.repository import resolve
+from app.runtime import softmax
+from app.schema import Preprocessing
 from app.settings import Settings
 from export import posthoc
 from export.cli import main
-from export.convert import read_onnx_metadata
+from export.convert import onnx_outputs, read_onnx_metadata
 from tests.conftest import CATALOGUE
 
 
@@ -98,3 +102,46 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
         body = client.post("/classify", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()
         assert body["model"]["precision"] == "int8" and body["results"][0]["status"] == "ok"
         assert body["results"][0]["category"]["label"] in version.metadata.heads[0].labels
+
+    # The same version twice as an ensemble: the CLI step writes a full folder that the service loads, and
+    # two identical members must answer what the member answers.
+    assert (
+        main(
+            [
+                "ensemble",
+                "--members",
+                str(folder),
+                str(folder),
+                "--data",
+                str(CATALOGUE),
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+                "--size",
+                "48",
+                "--min-class-count",
+                "2",
+                "--bench-seconds",
+                "0.2",
+            ]
+        )
+        == 0
+    )
+    ensemble = out / "2"
+    for name in ("model.onnx", "model.onnx.m0.data", "model.onnx.m1.data", "model.int8.onnx", "model.fp16.onnx"):
+        assert (ensemble / name).is_file(), name
+    member_card = (ensemble / "member-1.md").read_text()
+    assert member_card.startswith("# smoke v1") and "## How to reproduce" in member_card
+    assert "](errors.png)" not in member_card  # its plots are the member's, not the ensemble's
+    merged = resolve(tmp_path / "models", "smoke")
+    assert merged.metadata.version == 2 and merged.metadata.members is not None and len(merged.metadata.members) == 2
+    assert set(merged.metadata.metrics) == {"fp32", "int8", "fp16"}
+    assert "the members run one by one" in (ensemble / "README.md").read_text()
+    pixels = np.stack([decode(p.read_bytes(), Preprocessing(size=48)) for p in sorted(CATALOGUE.glob("*.jpg"))[:8]])
+    single, both = onnx_outputs(folder / "model.int8.onnx", pixels), onnx_outputs(ensemble / "model.int8.onnx", pixels)
+    for head in merged.metadata.heads:
+        np.testing.assert_allclose(softmax(both[head.output]), softmax(single[head.output]), atol=1e-5)
+    with TestClient(create_app(settings)) as client:
+        body = client.post("/classify", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()
+        assert body["model"]["version"] == 2 and body["results"][0]["status"] == "ok"

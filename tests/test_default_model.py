@@ -28,8 +28,9 @@ def test_default_version_is_complete_and_small() -> None:
     version = resolve(DEFAULT_REPOSITORY, NAME)
     assert set(version.metadata.files) == {"fp32", "int8", "fp16"}
     for precision in ("fp32", "int8", "fp16"):
-        path = version.file_for(precision)
-        assert path.stat().st_size < 20 * 2**20, path
+        assert version.file_for(precision).is_file(), precision
+    for path in version.folder.iterdir():  # ONNX files, an ensemble's external data files, plots
+        assert path.stat().st_size < 20 * 10**6, path
     assert (version.folder / "README.md").exists()
     for head in version.metadata.heads:
         assert (
@@ -78,11 +79,13 @@ def test_repository_is_the_checkout_models_folder() -> None:
     assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_REPOSITORY
 
 
-def test_the_memory_vote_is_described_and_its_heads_answer_distributions(default_client: TestClient) -> None:
+def test_the_ensemble_is_described_and_its_heads_answer_distributions(default_client: TestClient) -> None:
     model = default_client.get("/models").json()["models"][0]
-    vote = model["memory_vote"]
-    assert vote["photos"] > 20_000 and vote["neighbours"] == 20
-    assert set(vote["blend"]) == {"gender", "season"} and all(0 < w < 1 for w in vote["blend"].values())
+    assert model["architecture"] == "ensemble of efficientnet-lite0 + efficientnet-lite1"
+    assert len(model["members"]) == 2 and model["memory_vote"] is None  # each member holds its own vote
+    folder = resolve(DEFAULT_REPOSITORY, NAME).folder
+    member_card = (folder / "member-1.md").read_text()
+    assert "## Memory vote" in member_card and "gender (0.6), season (0.3)" in member_card
     photo = sorted(CATALOGUE.glob("*.jpg"))[0].read_bytes()
     answer = default_client.post("/attributes?top_k=10", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()
     for key in ("gender", "season"):

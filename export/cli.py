@@ -24,6 +24,7 @@ from export.evaluate import evaluate, summarise
 from export.memory import fit_memory
 from export.network import LITE_VARIANTS
 from export.pipeline import (
+    FILES,
     Splits,
     build_model,
     load_trained,
@@ -38,7 +39,6 @@ from export.train import predict, train
 
 log = logging.getLogger("export")
 
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 PARITY_IMAGES = 512
 
 

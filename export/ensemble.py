@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +29,11 @@ from app.schema import ONNX_METADATA_KEY, ModelMetadata
 from export.card import CARD_FILE, write_card
 from export.convert import metadata_props, onnx_outputs, set_metadata_props
 from export.evaluate import evaluate, summarise
-from export.pipeline import Splits, version_folder
+from export.pipeline import FILES, Splits, version_folder
 from export.quantize import benchmark_cpu, compact_constants
 
 log = logging.getLogger(__name__)
 
-FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 EXTERNAL_MIN_BYTES = 1024  # FP32 tensors at least this large go to the member's external data file
 
 
@@ -47,6 +47,13 @@ class Member:
     @classmethod
     def read(cls, folder: Path) -> Member:
         return cls(folder, ModelMetadata.read(folder))
+
+    def file(self, precision: str) -> Path:
+        """The member's ONNX file of one precision."""
+        return self.folder / self.meta.files.get(precision, FILES[precision])
+
+    def has(self, precision: str) -> bool:
+        return self.file(precision).is_file()
 
     @property
     def label(self) -> str:
@@ -150,7 +157,7 @@ def save_split(model: onnx.ModelProto, path: Path, members: int, *, min_bytes: i
     """Save with each member's tensors of `min_bytes` or more in its own external data file (`<file>.m<i>.data`)."""
     for tensor in model.graph.initializer:
         prefix = tensor.name.split("/", 1)[0]
-        if tensor.HasField("raw_data") and len(tensor.raw_data) >= min_bytes and prefix.startswith("m"):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= min_bytes and re.fullmatch(r"m\d+", prefix):
             onnx.external_data_helper.set_external_data(tensor, location=f"{path.name}.{prefix}.data")
     data = [path.parent / f"{path.name}.m{i}.data" for i in range(members)]
     for file in data:
@@ -173,9 +180,9 @@ def without_plots(card: str, folder: Path) -> str:
 
 def build_file(members: list[Member], precision: str, meta: ModelMetadata, path: Path) -> Path:
     """Merge the members' files of one precision into `path`, with the ensemble's metadata."""
-    models = [onnx.load(str(m.folder / m.meta.files.get(precision, FILES[precision]))) for m in members]
+    models = [onnx.load(str(m.file(precision))) for m in members]
     merged = merge(models, [h.output for h in meta.heads], meta.embedding_output)
-    props = metadata_props(members[0].folder / members[0].meta.files.get(precision, FILES[precision]))
+    props = metadata_props(members[0].file(precision))
     props[ONNX_METADATA_KEY] = meta.model_dump_json()
     set_metadata_props(merged, props)
     if precision == "int8":
@@ -190,10 +197,10 @@ def build_file(members: list[Member], precision: str, meta: ModelMetadata, path:
 
 
 def member_mean(members: list[Member], precision: str, pixels: np.ndarray, heads: list[str]) -> dict[str, np.ndarray]:
-    """The members' softmax averaged outside the graph: what the merged file must reproduce."""
+    """The members' softmax averaged outside the graph, by output name: what the merged file must reproduce."""
     total: dict[str, np.ndarray] = {}
     for member in members:
-        outputs = onnx_outputs(member.folder / member.meta.files.get(precision, FILES[precision]), pixels)
+        outputs = onnx_outputs(member.file(precision), pixels)
         for head in heads:
             total[head] = total.get(head, 0) + softmax(outputs[head].astype(np.float32))
     return {head: value / len(members) for head, value in total.items()}
@@ -213,10 +220,10 @@ def build_ensemble(
     """Write a version folder holding the ensemble of `member_folders` in every precision they all have."""
     members = [Member.read(f) for f in member_folders]
     check_compatible(members)
-    precisions = [p for p in FILES if all(p in m.meta.files or (m.folder / FILES[p]).exists() for m in members)]
+    precisions = [p for p in FILES if all(m.has(p) for m in members)]
     if "fp32" not in precisions:
         raise ValueError("every member needs its FP32 file")
-    heads = [h.name for h in members[0].meta.heads]
+    heads = [h.output for h in members[0].meta.heads]
     if any(splits.test.classes[h.name] != h.labels for h in members[0].meta.heads):
         raise ValueError("the data's classes differ from the members' labels (another config or split?)")
     if splits.test.pixels.shape[1] != members[0].meta.preprocessing.size:
@@ -255,7 +262,7 @@ def build_ensemble(
                 f"the merged {precision} file does not reproduce its members ({diff:.2e}, {agree:.4f})"
             )
         outputs = onnx_outputs(path, splits.test.pixels)
-        probs = {h: softmax(outputs[h].astype(np.float32)) for h in heads}
+        probs = {h.name: softmax(outputs[h.output].astype(np.float32)) for h in meta.heads}
         meta.metrics[precision] = summarise(probs, splits.test)
         if precision == "fp32":
             evaluate(probs, splits.test, folder)

@@ -132,6 +132,11 @@ def metadata(
 
 
 LINEAGE = "lineage.json"
+FILES = {
+    "fp32": "model.onnx",
+    "int8": "model.int8.onnx",
+    "fp16": "model.fp16.onnx",
+}  # per precision, in a version folder
 
 
 def read_lineage(work: Path) -> list[dict[str, Any]]:

@@ -43,6 +43,21 @@ PARITY_IMAGES = 512
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
+    # Every step reads the catalogue; the same data options give the same split and classes.
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", type=Path, required=True, help="catalogue export: images (folder/tars) + CSV")
+    data.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="heads and recipe (TOML)")
+    data.add_argument("--work", type=Path, help="work folder for cache and checkpoints (default runs/<name>)")
+    data.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
+    data.add_argument("--min-class-count", type=int, help="override the minimum images per class")
+    data.add_argument("--size", type=int, help="override the input size in pixels")
+    # Steps that write a version folder.
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/product-classifier")
+    output.add_argument("--version", type=int, help="version number (default: next free)")
+    output.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    output.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
+
     parser = argparse.ArgumentParser(prog="vitrine export", description=__doc__)
     steps = parser.add_subparsers(dest="step", required=True)
     for name, text in (
@@ -50,19 +65,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
         ("train", "fine-tune on the catalogue; checkpoints go to the work folder"),
         ("package", "from a trained work folder: evaluate, convert, parity, quantize, card"),
     ):
-        step = steps.add_parser(name, help=text)
-        step.add_argument("--data", type=Path, required=True, help="catalogue export: images (folder/tars) + CSV")
-        step.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="heads and recipe (TOML)")
-        step.add_argument("--work", type=Path, help="work folder for cache and checkpoints (default runs/<name>)")
-        if name != "train":
-            step.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/product-classifier")
-            step.add_argument("--version", type=int, help="version number (default: next free)")
-            step.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+        step = steps.add_parser(name, help=text, parents=[data] if name == "train" else [data, output])
         step.add_argument("--epochs", type=int, help="override the fine-tuning epochs")
         step.add_argument("--warmup-epochs", type=int, help="override the head warm-up epochs")
-        step.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
-        step.add_argument("--min-class-count", type=int, help="override the minimum images per class")
-        step.add_argument("--size", type=int, help="override the input size in pixels")
         step.add_argument(
             "--backbone",
             choices=list(LITE_VARIANTS),
@@ -72,19 +77,10 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
-        step.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
-    ensemble = steps.add_parser("ensemble", help="merge packaged versions into one version that averages them")
+    ensemble = steps.add_parser(
+        "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]
+    )
     ensemble.add_argument("--members", type=Path, nargs="+", required=True, help="packaged version folders")
-    ensemble.add_argument("--data", type=Path, required=True, help="the catalogue the members were packaged on")
-    ensemble.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the members' config (split, heads)")
-    ensemble.add_argument("--work", type=Path, help="work folder for the decoded-image cache (default runs/<name>)")
-    ensemble.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/product-classifier")
-    ensemble.add_argument("--version", type=int, help="version number (default: next free)")
-    ensemble.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
-    ensemble.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
-    ensemble.add_argument("--min-class-count", type=int, help="override the minimum images per class")
-    ensemble.add_argument("--size", type=int, help="override the input size in pixels")
-    ensemble.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
     return parser.parse_args(argv)
 
 

@@ -25,29 +25,10 @@ from tests.conftest import CATALOGUE
 @pytest.mark.slow
 def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "models" / "smoke"
-    code = main(
-        [
-            "build",
-            "--data",
-            str(CATALOGUE),
-            "--work",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--warmup-epochs",
-            "1",
-            "--size",
-            "48",
-            "--min-class-count",
-            "2",
-            "--max-int8-drop",
-            "1.0",
-            "--bench-seconds",
-            "0.2",
-        ]
-    )
+    # The same catalogue, split, classes and size for every step, and a version folder under `out`.
+    same_data = ["--data", str(CATALOGUE), "--work", str(tmp_path / "work"), "--size", "48", "--min-class-count", "2"]
+    same_out = ["--out", str(out), "--bench-seconds", "0.2"]
+    code = main(["build", *same_data, *same_out, "--epochs", "1", "--warmup-epochs", "1", "--max-int8-drop", "1.0"])
     assert code == 0
     folder = out / "1"
     for name in (
@@ -105,29 +86,7 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
 
     # The same version twice as an ensemble: the CLI step writes a full folder that the service loads, and
     # two identical members must answer what the member answers.
-    assert (
-        main(
-            [
-                "ensemble",
-                "--members",
-                str(folder),
-                str(folder),
-                "--data",
-                str(CATALOGUE),
-                "--work",
-                str(tmp_path / "work"),
-                "--out",
-                str(out),
-                "--size",
-                "48",
-                "--min-class-count",
-                "2",
-                "--bench-seconds",
-                "0.2",
-            ]
-        )
-        == 0
-    )
+    assert main(["ensemble", "--members", str(folder), str(folder), *same_data, *same_out]) == 0
     ensemble = out / "2"
     for name in ("model.onnx", "model.onnx.m0.data", "model.onnx.m1.data", "model.int8.onnx", "model.fp16.onnx"):
         assert (ensemble / name).is_file(), name

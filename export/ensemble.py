@@ -57,7 +57,7 @@ class Member:
 
     @property
     def label(self) -> str:
-        return f"`{self.folder}` ({self.meta.architecture})"
+        return f"{self.folder} ({self.meta.architecture})"
 
 
 def check_compatible(members: list[Member]) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from app.errors import ModelLoadError
 from app.schema import METADATA_FILE, ModelMetadata
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,8 @@ def resolve(repository: Path, name: str, version: int | None = None) -> ModelVer
     if metadata.name != name or metadata.version != chosen:
         raise ModelLoadError(f"{folder}: metadata says {metadata.name}/{metadata.version}")
     return ModelVersion(folder, metadata)
+
+
+def configured(settings: Settings) -> ModelVersion:
+    """The version the settings name: their repository and model, their version or else the highest."""
+    return resolve(settings.model_repository, settings.model_name, settings.model_version)

@@ -14,7 +14,7 @@ from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool
-from app.repository import resolve
+from app.repository import configured
 from app.runtime import Runtime
 from app.schema import Head
 from app.settings import Settings
@@ -46,7 +46,7 @@ class _HeadView:
 def open_runtime(settings: Settings) -> Runtime:
     """Open the configured model version as the settings say (raises ModelLoadError)."""
     return Runtime(
-        resolve(settings.model_repository, settings.model_name, settings.model_version),
+        configured(settings),
         precision=settings.precision,
         providers=settings.providers,
         # Concurrent runs share one session; the intra-op threads are shared out among them.

@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.preprocess import decode, decode_many, decode_pool
-from app.repository import ModelVersion, resolve
+from app.repository import ModelVersion, configured
 from app.runtime import Runtime
 from app.settings import Settings, available_cpus
 from bench.ceilings import onnxruntime_alone
@@ -154,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.decode_only and "CUDAExecutionProvider" not in ort.get_available_providers():
         print(f"no CUDA provider in this onnxruntime ({ort.get_available_providers()})", file=sys.stderr)
         return 2
-    settings = Settings()
-    version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+    version = configured(Settings())
     jpegs, source = load_jpegs(args.images)
     if args.decode_only:
         print(f"{available_cpus()} CPUs; {source}")

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from app.preprocess import decode, fit_and_pad, fitted_size, open_image, to_rgb
-from app.repository import resolve
+from app.repository import configured
 from app.runtime import choose_precision
 from app.schema import Preprocessing
 from app.settings import Settings
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the decode variants")
     args = parser.parse_args(argv)
     jpegs, source = load_jpegs(args.images)
-    settings = Settings()
-    version = resolve(settings.model_repository, settings.model_name, settings.model_version)
+    version = configured(Settings())
     spec = version.metadata.preprocessing
     print(f"# {source}")
     variants: dict[str, Callable[[bytes, Preprocessing], np.ndarray]] = {

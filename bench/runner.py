@@ -253,7 +253,7 @@ class Bench:
 
     def model_version(self) -> Any:
         """The model version the service serves by default (or as VITRINE_* in the service env say)."""
-        from app.repository import resolve
+        from app.repository import configured
         from app.settings import Settings
 
         chosen: dict[str, Any] = {
@@ -261,8 +261,7 @@ class Bench:
             for k, v in self.opts.service_env.items()
             if k[len("VITRINE_") :].lower() in ("model_repository", "model_name", "model_version")
         }
-        settings = Settings(**chosen)
-        return resolve(settings.model_repository, settings.model_name, settings.model_version)
+        return configured(Settings(**chosen))
 
     def ceilings(self) -> None:
         """The model alone and the in-process pipeline, on the same model file and thread counts."""

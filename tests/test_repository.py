@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from app.errors import ModelLoadError
-from app.repository import resolve, versions
+from app.repository import configured, resolve, versions
+from app.settings import Settings
 from tests.tiny_model import make_repository
 
 
@@ -18,6 +19,8 @@ def test_highest_version_is_the_default(tmp_path: Path) -> None:
     assert versions(tmp_path, "tiny") == [1, 3]
     assert resolve(tmp_path, "tiny").metadata.version == 3
     assert resolve(tmp_path, "tiny", 1).folder == tmp_path / "tiny" / "1"
+    assert configured(Settings(model_repository=tmp_path, model_name="tiny")).metadata.version == 3
+    assert configured(Settings(model_repository=tmp_path, model_name="tiny", model_version=1)).metadata.version == 1
 
 
 def test_missing_model_or_version_is_refused(tmp_path: Path) -> None:

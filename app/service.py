@@ -15,6 +15,7 @@ from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool
 from app.repository import configured
+from app.responses import HeadView
 from app.runtime import Runtime
 from app.schema import Head
 from app.settings import Settings
@@ -22,25 +23,6 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 Endpoint = Literal["classify", "attributes"]
-
-
-class _HeadView:
-    """A head's labels and output name, prepared once so answers need no lookups."""
-
-    def __init__(self, head: Head) -> None:
-        self.key = head.key
-        self.output = head.output
-        self.labels = head.labels
-
-    def best(self, probs: np.ndarray) -> dict[str, Any]:
-        k = int(probs.argmax())
-        return {"label": self.labels[k], "score": round(float(probs[k]), 6)}
-
-    def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
-        k = min(k, len(probs))
-        idx = np.argpartition(-probs, k - 1)[:k] if k < len(probs) else np.arange(len(probs))
-        idx = idx[np.argsort(-probs[idx], kind="stable")]
-        return [{"label": self.labels[i], "score": round(float(probs[i]), 6)} for i in idx]
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -69,7 +51,7 @@ class Recognizer:
         self.article = _optional_view(meta.head_by_level("article"))
         self.master = _optional_view(meta.head_by_level("master"))
         self.sub = _optional_view(meta.head_by_level("sub"))
-        self.attributes = [_HeadView(h) for h in meta.attribute_heads]
+        self.attributes = [HeadView(h) for h in meta.attribute_heads]
         self.model_block = {
             "name": meta.name,
             "version": meta.version,
@@ -220,5 +202,5 @@ def _chunks(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _optional_view(head: Head | None) -> _HeadView | None:
-    return _HeadView(head) if head is not None else None
+def _optional_view(head: Head | None) -> HeadView | None:
+    return HeadView(head) if head is not None else None

@@ -8,8 +8,12 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
+from fastapi.testclient import TestClient
 
+from app.settings import Settings
 from bench import images, loadgen, memory_cost, procstat, report, stacks
 from bench.runner import Options, count_results, measure
 
@@ -385,3 +389,30 @@ def test_micro_times_each_decode_stage_on_real_photos(photos: list[bytes]) -> No
         "padded (app decode)",
     ]
     assert all(us > 0 for us in stages.values())
+
+
+def test_peer_answers_are_shaped_as_the_service_answers(
+    client: TestClient, tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """The peers build /classify answers with the service's own HeadView, so the two can be compared."""
+    from app.preprocess import decode
+    from app.repository import configured
+    from bench.peers.answers import classify_results
+
+    files = [("images", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos[:3])]
+    served = client.post("/classify?top_k=3", files=files).json()["results"]
+    version = configured(tiny_settings)
+    meta = version.metadata
+    session = ort.InferenceSession(str(version.file_for("fp32")), providers=["CPUExecutionProvider"])
+    pixels = np.stack([decode(photo, meta.preprocessing) for photo in photos[:3]])
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"pixels": pixels}), strict=True))
+    heads = {level: head for level in ("article", "sub", "master") if (head := meta.head_by_level(level))}
+    peer = classify_results(outputs, heads, 3, 3)
+    for mine, theirs in zip(peer, served, strict=True):
+        assert set(mine) == {"index", "status", "category", "top_k"} <= set(theirs)
+        for level in ("sub", "master"):
+            assert mine["category"][level]["label"] == theirs["category"][level]["label"]
+            assert mine["category"][level]["score"] == pytest.approx(theirs["category"][level]["score"], abs=1e-5)
+        assert mine["category"]["label"] == theirs["category"]["label"]
+        assert [t["label"] for t in mine["top_k"]] == [t["label"] for t in theirs["top_k"]]
+        assert [t["score"] for t in mine["top_k"]] == pytest.approx([t["score"] for t in theirs["top_k"]], abs=1e-5)

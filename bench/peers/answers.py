@@ -1,4 +1,4 @@
-"""The /classify answer both peers return, shaped as Vitrine's (same labels, rounding and top-k)."""
+"""The /classify answer both peers return, shaped as Vitrine's (the service's own HeadView: labels, rounding, top-k)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from app.responses import HeadView
 from app.runtime import softmax
 from app.schema import Head
 
@@ -14,20 +15,17 @@ def classify_results(
     logits: dict[str, np.ndarray], heads: dict[str, Head], n_images: int, top_k: int
 ) -> list[dict[str, Any]]:
     """Per image: the best label per category level (article at the top) and the top-k article types."""
-    probs = {level: softmax(np.asarray(logits[h.output], dtype=np.float32)) for level, h in heads.items()}
-    article = heads["article"]
+    views = {level: HeadView(head) for level, head in heads.items()}
+    probs = {level: softmax(np.asarray(logits[v.output], dtype=np.float32)) for level, v in views.items()}
     results: list[dict[str, Any]] = []
     for i in range(n_images):
         category: dict[str, Any] = {}
-        for level, head in heads.items():
-            p = probs[level][i]
-            k = int(p.argmax())
-            entry = {"label": head.labels[k], "score": round(float(p[k]), 6)}
+        for level, view in views.items():
+            entry = view.best(probs[level][i])
             if level == "article":
                 category.update(entry)
             else:
                 category[level] = entry
-        p = probs["article"][i]
-        top = [{"label": article.labels[j], "score": round(float(p[j]), 6)} for j in np.argsort(-p)[:top_k]]
+        top = views["article"].top(probs["article"][i], top_k)
         results.append({"index": i, "status": "ok", "category": category, "top_k": top})
     return results

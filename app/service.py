@@ -10,12 +10,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from app.answers import HeadView
 from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool
 from app.repository import configured
-from app.responses import HeadView
 from app.runtime import Runtime
 from app.schema import Head
 from app.settings import Settings

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -416,3 +418,14 @@ def test_peer_answers_are_shaped_as_the_service_answers(
         assert mine["category"]["label"] == theirs["category"]["label"]
         assert [t["label"] for t in mine["top_k"]] == [t["label"] for t in theirs["top_k"]]
         assert [t["score"] for t in mine["top_k"]] == pytest.approx([t["score"] for t in theirs["top_k"]], abs=1e-5)
+
+
+def test_peer_answers_import_without_the_service_stack() -> None:
+    """The BentoML peer imports bench.peers.answers from its own venv, which has no orjson, FastAPI or starlette."""
+    code = (
+        "import sys\n"
+        "for name in ('orjson', 'fastapi', 'starlette', 'uvicorn'):\n"
+        "    sys.modules[name] = None\n"
+        "import bench.peers.answers\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

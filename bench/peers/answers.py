@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.responses import HeadView
+from app.answers import HeadView
 from app.runtime import softmax
 from app.schema import Head
 

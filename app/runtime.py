@@ -86,14 +86,14 @@ class Runtime:
         spinning: bool = True,
         memory_pattern: bool = False,
     ) -> None:
-        self.memory_pattern = memory_pattern
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
-        self.session, self.provider = self._open(version, providers, intra_op_threads, spinning)
+        options = session_options(intra_op_threads, spinning=spinning, memory_pattern=memory_pattern)
+        self.session, self.provider = self._open(version, providers, options)
         if precision == "auto" and self.provider != "cuda" and self.precision == "fp16":
             # CUDA is compiled in but not usable (no GPU or libraries): take the CPU's file instead.
             self.precision = choose_precision(version, "auto", "cpu")
-            self.session, self.provider = self._open(version, "cpu", intra_op_threads, spinning)
+            self.session, self.provider = self._open(version, "cpu", options)
         self._check_signature()
         self._padded_sizes: list[int] = []
         self.head_outputs = [h.output for h in self.metadata.heads]
@@ -111,11 +111,10 @@ class Runtime:
         )
 
     def _open(
-        self, version: ModelVersion, providers: str, threads: int, spinning: bool
+        self, version: ModelVersion, providers: str, options: ort.SessionOptions
     ) -> tuple[ort.InferenceSession, str]:
         """Open the session for `self.precision`; return it with the provider really in use."""
         self.path: Path = version.file_for(self.precision)
-        options = session_options(threads, spinning=spinning, memory_pattern=self.memory_pattern)
         try:
             session = ort.InferenceSession(str(self.path), options, providers=choose_providers(providers))
         except ModelLoadError:

@@ -68,38 +68,16 @@ def parser() -> argparse.ArgumentParser:
         default=("naive", "bentoml"),
         help="comma-separated peers to run, or none",
     )
-    p.add_argument(
-        "--duration",
-        dest="duration_s",
-        metavar="SECONDS",
-        type=float,
-        default=15.0,
-        help="seconds per measured phase (default 15)",
-    )
-    p.add_argument(
-        "--warmup",
-        dest="warmup_s",
-        metavar="SECONDS",
-        type=float,
-        default=3.0,
-        help="unmeasured seconds before each phase (default 3)",
-    )
-    p.add_argument(
-        "--ceiling-duration",
-        dest="ceiling_s",
-        metavar="SECONDS",
-        type=float,
-        default=8.0,
-        help="seconds per ceiling loop (default 8)",
-    )
-    p.add_argument(
-        "--images",
-        dest="n_images",
-        metavar="N",
-        type=int,
-        default=256,
-        help="distinct catalogue JPEGs in the load (default 256)",
-    )
+    # Phase lengths and load size; each `dest` is the name of its `Options` field.
+    for flag, dest, kind, metavar, default, text in (
+        ("--duration", "duration_s", float, "SECONDS", 15.0, "seconds per measured phase"),
+        ("--warmup", "warmup_s", float, "SECONDS", 3.0, "unmeasured seconds before each phase"),
+        ("--ceiling-duration", "ceiling_s", float, "SECONDS", 8.0, "seconds per ceiling loop"),
+        ("--images", "n_images", int, "N", 256, "distinct catalogue JPEGs in the load"),
+    ):
+        p.add_argument(
+            flag, dest=dest, metavar=metavar, type=kind, default=default, help=f"{text} (default {default:g})"
+        )
     p.add_argument("--threads", type=int, default=cpus, help=f"onnxruntime intra-op threads everywhere ({cpus})")
     p.add_argument("--decode-threads", type=int, default=cpus, help=f"decode threads everywhere ({cpus})")
     p.add_argument(

@@ -86,26 +86,19 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
-    # The ensemble step has only the data overrides (which photos, which classes, what size).
-    overrides = {
-        "epochs": getattr(args, "epochs", None),
-        "warmup_epochs": getattr(args, "warmup_epochs", None),
-        "size": args.size,
-        "head_lr": getattr(args, "head_lr", None),
-        "backbone_lr": getattr(args, "backbone_lr", None),
-        "init_from": getattr(args, "init_from", None),
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config.train, key, value)
-    if getattr(args, "backbone", None) is not None:
-        config.backbone = args.backbone
-    if args.limit is not None:
-        config.data.limit = args.limit
-    if getattr(args, "max_int8_drop", None) is not None:
-        config.max_int8_top1_drop = args.max_int8_drop
-    if args.min_class_count is not None:
-        config.data.min_class_count = args.min_class_count
+    # The options given; each step has its own subset (the ensemble step only the data ones).
+    given = {key: value for key, value in vars(args).items() if value is not None}
+    for key in ("epochs", "warmup_epochs", "size", "head_lr", "backbone_lr", "init_from"):
+        if key in given:
+            setattr(config.train, key, given[key])
+    if "backbone" in given:
+        config.backbone = given["backbone"]
+    if "limit" in given:
+        config.data.limit = given["limit"]
+    if "max_int8_drop" in given:
+        config.max_int8_top1_drop = given["max_int8_drop"]
+    if "min_class_count" in given:
+        config.data.min_class_count = given["min_class_count"]
     return config
 
 

@@ -24,11 +24,12 @@ from typing import Any
 from export.data import find_csv, iter_images
 
 
-def labelled_rows(csv_path: Path, id_column: str, columns: list[str]) -> dict[str, dict[str, str]]:
-    """Every row's values of `columns` by id (an empty value means no label for that column)."""
+def labelled_rows(csv_path: Path, id_column: str) -> dict[str, dict[str, str]]:
+    """Every row's values by id (an empty value means no label for that column). Unlike
+    `export.data.read_labels`, rows with empty columns are kept: a photo still counts for its other columns."""
     with csv_path.open(newline="", encoding="utf-8") as handle:
         return {
-            row[id_column].strip(): {c: (row.get(c) or "").strip() for c in columns}
+            row[id_column].strip(): {c: (v or "").strip() for c, v in row.items() if c is not None}
             for row in csv.DictReader(handle)
             if (row.get(id_column) or "").strip()
         }
@@ -98,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the result as JSON")
     args = parser.parse_args(argv)
 
-    with urllib.request.urlopen(f"{args.url}/models", timeout=10) as response:
-        columns = [h["name"] for h in json.load(response)["models"][0]["heads"]]
-    rows = labelled_rows(find_csv(args.data), args.id_column, columns)
+    rows = labelled_rows(find_csv(args.data), args.id_column)
     wanted = set(json.loads(args.split.read_text())[args.subset]) if args.split else set(rows)
     photos = {i: blob for i, blob in iter_images(args.data, ".jpg") if i in wanted and i in rows}
     if args.limit:

@@ -76,6 +76,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")
         step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
+        step.add_argument("--teacher", type=Path, help="distil from this packaged version folder (e.g. the ensemble)")
+        step.add_argument("--distill-weight", type=float, help="share of the loss that follows the teacher")
+        step.add_argument("--distill-temperature", type=float, help="softening temperature for distillation")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
     ensemble = steps.add_parser(
         "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]
@@ -84,11 +87,16 @@ def _args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Command-line options that override the same-named field of the training recipe.
+RECIPE_OPTIONS: tuple[str, ...] = ("epochs", "warmup_epochs", "size", "head_lr", "backbone_lr", "init_from")
+RECIPE_OPTIONS += ("teacher", "distill_weight", "distill_temperature")
+
+
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
     # The options given; each step has its own subset (the ensemble step only the data ones).
     given = {key: value for key, value in vars(args).items() if value is not None}
-    for key in ("epochs", "warmup_epochs", "size", "head_lr", "backbone_lr", "init_from"):
+    for key in RECIPE_OPTIONS:
         if key in given:
             setattr(config.train, key, given[key])
     if "backbone" in given:

@@ -60,6 +60,15 @@ class TrainConfig(BaseModel):
         description="Continue from this checkpoint of an earlier run with the same heads and classes "
         "(e.g. runs/product-classifier/checkpoints/best.pt) instead of the ImageNet weights.",
     )
+    teacher: Path | None = Field(
+        None,
+        description="Distil from this packaged version folder (same heads, labels and input), e.g. the "
+        "ensemble: it answers each augmented view as the student trains (`export.distill`).",
+    )
+    distill_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of each head's loss that follows the teacher instead of the labels."
+    )
+    distill_temperature: float = Field(2.0, gt=0.0, description="Softening temperature of teacher and student.")
 
 
 class MemoryConfig(BaseModel):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from export.config import ExportConfig, TrainConfig
 from export.data import IGNORE, Catalogue
+from export.distill import Teacher, distillation_loss
 from export.network import MultiHeadClassifier
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def train(
         )
         for name in model.head_names
     }
+    teacher = None
+    if cfg.teacher is not None:
+        teacher = Teacher(cfg.teacher, train_data.classes, size=cfg.size, mean=model.mean, std=model.std)
     head_params = list(model.heads.parameters())
     backbone_params = list(model.backbone.parameters())
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
@@ -173,12 +177,17 @@ def train(
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = model.normalise(torch.from_numpy(train_data.pixels[idx]))
             x = augment(x, cfg, generator, fill)
+            soft = teacher(x) if teacher is not None else {}
             logits, _ = model.forward_features(x)
             loss = torch.zeros(())
             for name in model.head_names:
+                label_share = 1.0 - cfg.distill_weight if name in soft else 1.0
                 y = torch.from_numpy(train_data.labels[name][idx])
                 if (y != IGNORE).any():
-                    loss = loss + specs[name].loss_weight * losses[name](logits[name], y)
+                    loss = loss + specs[name].loss_weight * label_share * losses[name](logits[name], y)
+                if name in soft:
+                    kd = distillation_loss(logits[name], soft[name], cfg.distill_temperature)
+                    loss = loss + specs[name].loss_weight * cfg.distill_weight * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()

@@ -46,6 +46,9 @@ PROFILES = {
     "B-raw": Profile("B-raw", 1, 32, raw=True),
     "C50": Profile("C50", 1, 0, load_fraction=0.5),
     "C90": Profile("C90", 1, 0, load_fraction=0.9),
+    # Not in the default run: where between C50 and C90 the open loop stops keeping up.
+    "C70": Profile("C70", 1, 0, load_fraction=0.7),
+    "C80": Profile("C80", 1, 0, load_fraction=0.8),
 }
 PEER_PROFILES = ("A", "B")
 

@@ -17,7 +17,7 @@ from app.runtime import softmax
 from app.schema import MemoryVote, ModelMetadata
 from export.calibration import fit_temperatures
 from export.card import write_card
-from export.config import DEFAULT_CONFIG, ExportConfig
+from export.config import DEFAULT_CONFIG, ExportConfig, TrainConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.ensemble import build_ensemble
 from export.evaluate import evaluate, summarise
@@ -87,18 +87,12 @@ def _args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Command-line options that override the same-named field of the training recipe.
-RECIPE_OPTIONS: tuple[str, ...] = ("epochs", "warmup_epochs", "size", "head_lr", "backbone_lr", "init_from")
-RECIPE_OPTIONS += ("teacher", "distill_weight", "distill_temperature")
-
-
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
     # The options given; each step has its own subset (the ensemble step only the data ones).
     given = {key: value for key, value in vars(args).items() if value is not None}
-    for key in RECIPE_OPTIONS:
-        if key in given:
-            setattr(config.train, key, given[key])
+    for key in TrainConfig.model_fields.keys() & given.keys():  # recipe options: dest = field name
+        setattr(config.train, key, given[key])
     if "backbone" in given:
         config.backbone = given["backbone"]
     if "limit" in given:

@@ -65,3 +65,18 @@ def test_distillation_pulls_the_student_to_the_teachers_softened_answer() -> Non
     assert first > 0.1 and distillation_loss(student, teacher, 2.0).item() < 1e-3
     # The student matches the teacher's whole distribution, not only its top class.
     np.testing.assert_allclose(torch.softmax(student.detach(), 1).numpy(), torch.softmax(teacher, 1).numpy(), atol=1e-2)
+
+
+def test_recipe_options_reach_the_training_recipe() -> None:
+    from export.cli import _args, _config
+
+    given = {
+        "epochs": 2, "warmup_epochs": 0, "head_lr": 0.01, "backbone_lr": 0.001, "size": 64,
+        "init_from": Path("a.pt"), "teacher": Path("t"), "distill_weight": 0.7, "distill_temperature": 3.0,
+    }  # fmt: skip
+    argv = ["train", "--data", "d"]
+    for key, value in given.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    assert _config(_args(argv)).train.model_dump(include=set(given)) == given
+    untouched = _config(_args(["train", "--data", "d"])).train
+    assert untouched.teacher is None and untouched.epochs == 8 and untouched.distill_weight == 0.5

@@ -30,7 +30,7 @@ def parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarra
     table = np.zeros((n_child, int(parent.max()) + 1), np.int64)
     keep = (child != IGNORE) & (parent != IGNORE)
     np.add.at(table, (child[keep], parent[keep]), 1)
-    return table.argmax(1)
+    return np.asarray(table.argmax(1))
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Run from the repository root, naming the model version folders to compare, for example:
 
     .venv/bin/python export/results/compare.py --work runs/lite1-r2 models/product-classifier/3 \
-        /tmp/r2/product-classifier/4
+        runs/members/product-classifier/4
 
 The splits are the default config's (seed 1234), read through a work folder's cached catalogue (--work).
 Photos whose class was masked (too rare) do not count.

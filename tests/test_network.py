@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from export.config import ExportConfig
 from export.network import (
     EfficientNetLite,
     build_efficientnet_classifier,
@@ -40,6 +41,11 @@ def test_larger_variants_load_their_weights_strictly(variant: str, tensors: int,
 def test_unknown_backbone_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown backbone"):
         efficientnet_lite("efficientnet-lite9")
+    heads = [{"column": "gender", "key": "gender"}]
+    lite2 = ExportConfig.model_validate({"heads": heads, "backbone": "efficientnet-lite2"})
+    assert lite2.backbone == "efficientnet-lite2"
+    with pytest.raises(ValueError, match="unknown backbone 'efficientnet-lite9'; choose from efficientnet-lite0, "):
+        ExportConfig.model_validate({"heads": heads, "backbone": "efficientnet-lite9"})
 
 
 def test_pretrained_features_are_not_random() -> None:

@@ -39,7 +39,7 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def main() -> None:
     backbone, work, *checkpoints = sys.argv[1:]
     config = ExportConfig.load(Path("export/configs/product-classifier.toml"))
-    config.backbone = backbone  # type: ignore[assignment]
+    config.backbone = backbone
     splits = prepare(Path("../shared/data/products"), config, Path(work))
     states = [torch.load(c, map_location="cpu", weights_only=True)["state_dict"] for c in checkpoints]
     for checkpoint, state in zip(checkpoints, states, strict=True):

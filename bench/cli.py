@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Load-test the service with wrk/hey on real catalogue JPEGs against its in-process ceiling and peers. "
             f"Profiles: A = 16 images/request from 4 connections; B = 1 image/request (multipart) from 32; "
-            f"B-raw = B as a raw image/jpeg body; C50/C90 = open loop at 50%/90% of B's capacity (C70, C80 on request). "
+            f"B-raw = B as a raw image/jpeg body; C50/C90 = open loop at 50%/90% of B's capacity "
+            f"(C70, C80 on request). "
             f"Peers run profiles {', '.join(PEER_PROFILES)}."
         ),
     )

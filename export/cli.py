@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.runtime import softmax
 from app.schema import MemoryVote, ModelMetadata
 from export.calibration import fit_temperatures
 from export.card import write_card
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
-from export.convert import check_parity, export_onnx, onnx_outputs
+from export.convert import check_parity, export_onnx
 from export.ensemble import build_ensemble
-from export.evaluate import evaluate, summarise
+from export.evaluate import evaluate
 from export.memory import fit_memory
 from export.pipeline import (
     FILES,
@@ -31,9 +30,10 @@ from export.pipeline import (
     prepare,
     read_lineage,
     record_lineage,
+    score_files,
     version_folder,
 )
-from export.quantize import benchmark_cpu, convert_fp16, quantize_int8
+from export.quantize import convert_fp16, quantize_int8
 from export.train import predict, train
 
 log = logging.getLogger("export")
@@ -175,15 +175,8 @@ def package(
     convert_fp16(fp32, folder / FILES["fp16"])
     meta.files = dict(FILES)
 
-    speed: dict[str, float] = {}
-    for precision, name in FILES.items():
-        outputs = onnx_outputs(folder / name, splits.test.pixels)
-        probs = {h: softmax(outputs[h].astype(np.float32)) for h in heads}
-        meta.metrics[precision] = summarise(probs, splits.test)
-        if precision != "fp16":  # FP16 is for GPUs; its CPU speed says nothing
-            speed[precision] = benchmark_cpu(
-                folder / name, splits.test.pixels[:256], batch_size=32, seconds=bench_seconds
-            )
+    scores = score_files(folder, FILES, {h: h for h in heads}, splits.test, bench_seconds=bench_seconds)
+    meta.metrics, speed = scores.metrics, scores.speed
     drops = {h: meta.metrics["fp32"][f"{h}.top1"] - meta.metrics["int8"][f"{h}.top1"] for h in heads}
     log.info("INT8 top-1 change per head (points): %s", {h: round(-100 * d, 2) for h, d in drops.items()})
     worst = max(drops, key=lambda h: drops[h])

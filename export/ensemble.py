@@ -28,9 +28,9 @@ from app.runtime import softmax
 from app.schema import ONNX_METADATA_KEY, ModelMetadata
 from export.card import CARD_FILE, write_card
 from export.convert import metadata_props, onnx_outputs, set_metadata_props
-from export.evaluate import evaluate, summarise
-from export.pipeline import FILES, Splits, version_folder
-from export.quantize import benchmark_cpu, compact_constants
+from export.evaluate import evaluate
+from export.pipeline import FILES, Splits, score_files, version_folder
+from export.quantize import compact_constants
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,9 @@ def build_ensemble(
     meta.members = [m.label for m in members]
     meta.memory_vote = None  # each member keeps its own vote inside the graph; see the members' cards
     meta.files = {p: FILES[p] for p in precisions}
-    meta.metrics = {}
+    meta.metrics = {}  # none until measured below (the merged files embed this metadata)
 
     parity: dict[str, object] = {"images": min(parity_images, len(splits.val))}
-    speed: dict[str, float] = {}
     pixels = splits.val.pixels[:parity_images]
     for precision in precisions:
         path = build_file(members, precision, meta, folder / FILES[precision])
@@ -261,13 +260,10 @@ def build_ensemble(
             raise AssertionError(
                 f"the merged {precision} file does not reproduce its members ({diff:.2e}, {agree:.4f})"
             )
-        outputs = onnx_outputs(path, splits.test.pixels)
-        probs = {h.name: softmax(outputs[h.output].astype(np.float32)) for h in meta.heads}
-        meta.metrics[precision] = summarise(probs, splits.test)
-        if precision == "fp32":
-            evaluate(probs, splits.test, folder)
-        if precision != "fp16":  # FP16 is for GPUs; its CPU speed says nothing
-            speed[precision] = benchmark_cpu(path, splits.test.pixels[:256], batch_size=32, seconds=bench_seconds)
+    outputs = {h.name: h.output for h in meta.heads}
+    scores = score_files(folder, meta.files, outputs, splits.test, bench_seconds=bench_seconds)
+    meta.metrics, speed = scores.metrics, scores.speed
+    evaluate(scores.probs["fp32"], splits.test, folder)
     meta.write(folder)
 
     for i, member in enumerate(members):  # the members' own cards: recipe, history and vote of each

@@ -13,10 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.runtime import softmax
 from app.schema import Head, ModelMetadata, Preprocessing
 from export.config import ExportConfig
+from export.convert import onnx_outputs
 from export.data import Catalogue, distribution, load_catalogue, split
+from export.evaluate import summarise
 from export.network import MultiHeadClassifier, build_efficientnet_classifier
+from export.quantize import benchmark_cpu
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,34 @@ FILES = {
     "int8": "model.int8.onnx",
     "fp16": "model.fp16.onnx",
 }  # per precision, in a version folder
+
+
+@dataclass
+class FileScores:
+    """What `score_files` measured per precision."""
+
+    metrics: dict[str, dict[str, float]]  # per precision: `summarise` on the test split
+    speed: dict[str, float]  # per precision but FP16 (it is for GPUs): CPU images/s at batch 32
+    probs: dict[str, dict[str, np.ndarray]]  # per precision: softmax per head name on the test split
+
+
+def score_files(
+    folder: Path, files: dict[str, str], outputs: dict[str, str], test: Catalogue, *, bench_seconds: float
+) -> FileScores:
+    """Run each precision's file of a version folder on the test split: metrics, CPU speed, probabilities.
+
+    `files` maps precision to file name, `outputs` head name to ONNX output name."""
+    scores = FileScores({}, {}, {})
+    for precision, name in files.items():
+        raw = onnx_outputs(folder / name, test.pixels)
+        probs = {head: softmax(raw[output].astype(np.float32)) for head, output in outputs.items()}
+        scores.probs[precision] = probs
+        scores.metrics[precision] = summarise(probs, test)
+        if precision != "fp16":  # its CPU speed says nothing
+            scores.speed[precision] = benchmark_cpu(
+                folder / name, test.pixels[:256], batch_size=32, seconds=bench_seconds
+            )
+    return scores
 
 
 def read_lineage(work: Path) -> list[dict[str, Any]]:

@@ -13,14 +13,14 @@ from app.preprocess import decode
 from app.schema import Preprocessing
 from export.convert import onnx_outputs
 from export.distill import Teacher, distillation_loss
-from tests.tiny_model import HEADS, make_repository
+from tests.tiny_model import HEADS
 
 CLASSES = {h.name: list(h.labels) for h in HEADS}
 
 
 @pytest.fixture
-def teacher_folder(tmp_path: Path) -> Path:
-    return make_repository(tmp_path / "models") / "tiny" / "1"
+def teacher_folder(tiny_repo: Path) -> Path:
+    return tiny_repo / "tiny" / "1"
 
 
 def test_teacher_answers_normalised_views_as_the_model_answers_their_pixels(

@@ -97,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ceiling-batch", type=int, default=32, help="batch size of the ceiling loops (default 32)")
     p.add_argument(
+        "--no-ceilings-after",
+        dest="ceilings_after",
+        action="store_false",
+        help="measure the ceilings only before the service, not again after its phases (each ceiling is then "
+        "one loop instead of the mean of two that bracket the service)",
+    )
+    p.add_argument(
         "--env",
         dest="service_env",
         type=_env,

@@ -112,6 +112,15 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _ceiling_notes(ceiling: dict[str, Any]) -> str:
+    """DISTURBED, and the two loops a bracketed ceiling is the mean of."""
+    notes = ["DISTURBED"] if ceiling.get("disturbed") else []
+    if ceiling.get("after_images_per_s") is not None:
+        before, after = ceiling["before_images_per_s"], ceiling["after_images_per_s"]
+        notes.append(f"mean of {before:.0f} before and {after:.0f} after")
+    return "; ".join(notes)
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     """Rows of the printed table: the two ceilings, then every server's phases in profile order."""
     ratios = results.get("ratios") or compute_ratios(results)
@@ -143,7 +152,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
                     _fmt(_div(c["images_per_s"], in_proc), 2),
                     _fmt(_div(c["images_per_s"], ort_alone), 2),
                     _fmt(c.get("cpu", {}).get("others_cores"), 2),
-                    "DISTURBED" if c.get("disturbed") else "",
+                    _ceiling_notes(c),
                 ]
             )
     for server, block in results.get("servers", {}).items():

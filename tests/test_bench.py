@@ -258,6 +258,26 @@ def test_goals_not_measured_without_a_peer() -> None:
     assert goals["A_vs_bentoml"]["met"] is None and goals["A_vs_bentoml"]["value"] is None
 
 
+def test_ceilings_measured_after_the_service_are_averaged_with_those_before(tmp_path: Path) -> None:
+    """Each ceiling becomes the mean of the loops before and after the service; both stay in the record."""
+    from bench.runner import Bench
+
+    bench = Bench.__new__(Bench)  # no images or model: the loops below stand in for the ceiling loops
+    bench.opts = Options(results=tmp_path, retries=0, max_other_cores=99.0)
+    bench.results = {"ceilings": {}}
+    rates = {"onnxruntime": iter([400.0, 500.0]), "in_process_pipelined": iter([100.0, 300.0])}
+    bench.ceiling_work = {name: (lambda it=it: {"images_per_s": next(it), "batch": 32}) for name, it in rates.items()}
+    bench.measure_ceilings("before")
+    assert report.in_process_ceiling(bench.results["ceilings"]) == 100.0
+    bench.measure_ceilings("after")
+    pipelined = bench.results["ceilings"]["in_process_pipelined"]
+    assert (pipelined["before_images_per_s"], pipelined["after_images_per_s"]) == (100.0, 300.0)
+    assert report.in_process_ceiling(bench.results["ceilings"]) == 200.0
+    assert bench.results["ceilings"]["onnxruntime"]["images_per_s"] == 450.0
+    rows = report.table_rows({**bench.results, "servers": {}})
+    assert rows[1][4] == "200" and rows[1][-1] == "mean of 100 before and 300 after"
+
+
 def test_table_lists_ceilings_then_phases_with_ratios() -> None:
     results = _results()
     results["ratios"] = report.compute_ratios(results)
@@ -377,6 +397,7 @@ def test_every_bench_option_reaches_the_run_and_quick_shortens_it() -> None:
     assert opts.command == ["vitrine", "bench", *argv]
     quick = cli.options(cli.parser().parse_args(["--quick"]), [])
     assert (quick.duration_s, quick.warmup_s, quick.n_images, quick.retries, quick.cold_starts) == (3.0, 1.0, 64, 0, 1)
+    assert opts.ceilings_after and not cli.options(cli.parser().parse_args(["--no-ceilings-after"]), []).ceilings_after
 
 
 def test_micro_times_each_decode_stage_on_real_photos(photos: list[bytes]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench import report
 from bench.images import ROOT
-from bench.runner import PEER_PROFILES, PROFILES, Bench, Options
+from bench.runner import DEFAULT_PROFILES, PEER_PROFILES, PROFILES, Bench, Options
 from bench.servers import BENTO_PYTHON
 
 log = logging.getLogger("bench")
@@ -62,7 +62,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service-pid", type=int, help="with --url: the service's pid, for its CPU and memory")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for JSON, PNG, table")
     p.add_argument("--name", default="bench", help="file stem of the outputs (default bench)")
-    p.add_argument("--profiles", type=_csv(list(PROFILES)), default=tuple(PROFILES), help="comma-separated")
+    p.add_argument(
+        "--profiles",
+        type=_csv(list(PROFILES)),
+        default=DEFAULT_PROFILES,
+        help=f"comma-separated, of {', '.join(PROFILES)} (default {','.join(DEFAULT_PROFILES)})",
+    )
     p.add_argument(
         "--peers",
         type=_csv(["naive", "bentoml"]),

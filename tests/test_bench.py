@@ -397,6 +397,7 @@ def test_every_bench_option_reaches_the_run_and_quick_shortens_it() -> None:
     assert opts.command == ["vitrine", "bench", *argv]
     quick = cli.options(cli.parser().parse_args(["--quick"]), [])
     assert (quick.duration_s, quick.warmup_s, quick.n_images, quick.retries, quick.cold_starts) == (3.0, 1.0, 64, 0, 1)
+    assert opts.profiles == ("A", "B", "B-raw", "C50", "C90")  # C70 and C80 only when asked for
     assert opts.ceilings_after and not cli.options(cli.parser().parse_args(["--no-ceilings-after"]), []).ceilings_after
 
 

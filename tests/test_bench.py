@@ -258,24 +258,39 @@ def test_goals_not_measured_without_a_peer() -> None:
     assert goals["A_vs_bentoml"]["met"] is None and goals["A_vs_bentoml"]["value"] is None
 
 
-def test_ceilings_measured_after_the_service_are_averaged_with_those_before(tmp_path: Path) -> None:
+def test_ceilings_measured_after_the_service_are_averaged_with_those_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each ceiling becomes the mean of the loops before and after the service; both stay in the record."""
-    from bench.runner import Bench
+    from bench import runner
+    from bench.procstat import CpuShare
 
-    bench = Bench.__new__(Bench)  # no images or model: the loops below stand in for the ceiling loops
-    bench.opts = Options(results=tmp_path, retries=0, max_other_cores=99.0)
+    def measure(label: str, pids: list[int], work: Any, opts: Options) -> runner.Measured:
+        # /proc/stat over a loop that takes microseconds is noise: the CPU shares are given, one loop disturbed.
+        disturbed = label == "ceiling onnxruntime (after)"
+        return runner.Measured(work(), CpuShare(1.0, 2.0, {}, 1.0 if disturbed else 0.0), 1, disturbed, 0, [0.0])
+
+    monkeypatch.setattr(runner, "measure", measure)
+    bench = runner.Bench.__new__(runner.Bench)  # no images or model: the loops below stand in for the ceilings
+    bench.opts = Options(results=tmp_path)
     bench.results = {"ceilings": {}}
-    rates = {"onnxruntime": iter([400.0, 500.0]), "in_process_pipelined": iter([100.0, 300.0])}
-    bench.ceiling_work = {name: (lambda it=it: {"images_per_s": next(it), "batch": 32}) for name, it in rates.items()}
+
+    def loop(rates: list[float]) -> Any:
+        return lambda: {"images_per_s": rates.pop(0), "batch": 32}
+
+    bench.ceiling_work = {"onnxruntime": loop([400.0, 500.0]), "in_process_pipelined": loop([100.0, 300.0])}
     bench.measure_ceilings("before")
     assert report.in_process_ceiling(bench.results["ceilings"]) == 100.0
     bench.measure_ceilings("after")
-    pipelined = bench.results["ceilings"]["in_process_pipelined"]
+    alone, pipelined = bench.results["ceilings"]["onnxruntime"], bench.results["ceilings"]["in_process_pipelined"]
     assert (pipelined["before_images_per_s"], pipelined["after_images_per_s"]) == (100.0, 300.0)
     assert report.in_process_ceiling(bench.results["ceilings"]) == 200.0
-    assert bench.results["ceilings"]["onnxruntime"]["images_per_s"] == 450.0
+    assert alone["images_per_s"] == 450.0 and alone["disturbed"] and not pipelined["disturbed"]
     rows = report.table_rows({**bench.results, "servers": {}})
-    assert rows[1][4] == "200" and rows[1][-1] == "mean of 100 before and 300 after"
+    assert [(r[4], r[-1]) for r in rows] == [
+        ("450", "DISTURBED; mean of 400 before and 500 after"),
+        ("200", "mean of 100 before and 300 after"),
+    ]
 
 
 def test_table_lists_ceilings_then_phases_with_ratios() -> None:

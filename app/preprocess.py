@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import time
 import warnings
@@ -125,6 +126,13 @@ def ignore_shutdown_signals() -> None:
     supervisors) must not kill them mid-drain; the service shuts its pool down itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def started_worker() -> int:
+    """The pid of the decode process running this task, which has therefore run its initializer. It holds
+    the process a moment, so that the other processes take the tasks submitted beside it."""
+    time.sleep(0.02)
+    return os.getpid()
 
 
 def decode_pool(threads: int, processes: int = 0) -> tuple[Executor, int]:

@@ -14,7 +14,7 @@ from app.answers import HeadView
 from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
-from app.preprocess import decode_many, decode_pool
+from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
 from app.runtime import Runtime
 from app.schema import Head
@@ -23,6 +23,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 Endpoint = Literal["classify", "attributes"]
+DECODE_START_S = 60.0  # a spawned process imports numpy and Pillow: a second or two, longer on a loaded host
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -93,10 +94,7 @@ class Recognizer:
         thread on CUDA), then start batching."""
         started = time.monotonic()
         if self.settings.decode_processes:
-            loop = asyncio.get_running_loop()
-            nothing: list[bytes | ImageError] = []
-            pool, chunk = self._decode_pool, self._decode_chunk
-            await asyncio.gather(*(loop.run_in_executor(pool, chunk, nothing) for _ in range(self._decode_workers)))
+            await self._start_decode_processes()
         warm_up = partial(self.runtime.warm_up, self.settings.max_batch_size)
         if self.runtime.provider == "cuda":
             # the per-shape set-up held only for the thread that did it (bench/results/gpu): warm each model thread
@@ -105,6 +103,24 @@ class Recognizer:
             self.warmed_batch_sizes = await asyncio.to_thread(warm_up)
         self.batcher.start()
         log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
+
+    async def _start_decode_processes(self) -> None:
+        """Return once every decode process has started and run its initializer (SIGINT/SIGTERM ignored).
+
+        The pool spawns its processes on demand, and the first one up may take every task submitted at
+        start. One still starting when the service is ready would die of a SIGTERM sent to the process
+        group (Ctrl-C, some supervisors) and break the pool mid-drain.
+        """
+        loop = asyncio.get_running_loop()
+        seen: set[int] = set()
+        deadline = time.monotonic() + DECODE_START_S
+        while len(seen) < self._decode_workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{len(seen)} of {self._decode_workers} decode processes started within {DECODE_START_S:g}s"
+                )
+            tasks = (loop.run_in_executor(self._decode_pool, started_worker) for _ in range(self._decode_workers))
+            seen.update(await asyncio.gather(*tasks))
 
     async def stop(self) -> None:
         """Finish queued and in-flight work, then release threads."""

@@ -136,6 +136,32 @@ def test_a_bad_model_stops_start_up_with_one_line(tiny_repo: Path, damage: str) 
     assert len(lines) == 1 and lines[0].startswith("vitrine: cannot load model:"), lines
 
 
+def _ignores_sigterm(pid: int) -> bool:
+    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn"))
+    return bool(int(ignored.split()[1], 16) & 1 << (signal.SIGTERM - 1))
+
+
+def test_the_service_is_ready_only_once_every_decode_process_ignores_sigterm(tiny_settings: Settings) -> None:
+    """The pool spawns its processes on demand, and the first one up may take every warm-up task. A process
+    still starting when the service reported ready died of a SIGTERM sent to the process group, which broke
+    the pool and hung the drain (the SIGTERM test below, now and then)."""
+    from app.metrics import Metrics
+    from app.service import Recognizer
+
+    settings = tiny_settings.model_copy(update={"decode_processes": 4})
+
+    async def started() -> dict[int, bool]:
+        recognizer = Recognizer(settings, Metrics())
+        await recognizer.start()
+        try:
+            return {pid: _ignores_sigterm(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[attr-defined]
+        finally:
+            await recognizer.stop()
+
+    processes = asyncio.run(started())
+    assert len(processes) == 4 and all(processes.values()), processes
+
+
 @pytest.mark.parametrize("decode", ["threads", "processes"])
 def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos: list[bytes], decode: str) -> None:
     """SIGTERM to the service's whole process group: with decode processes they must outlive the drain."""

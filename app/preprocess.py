@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import os
 import signal
@@ -15,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageError, ImageTooLarge, UnsupportedFormat
 from app.schema import Preprocessing
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
 
@@ -121,11 +125,18 @@ def decode_many(
     return out, seconds
 
 
-def ignore_shutdown_signals() -> None:
-    """Initializer of decode processes: SIGINT/SIGTERM sent to the whole process group (Ctrl-C, some
-    supervisors) must not kill them mid-drain; the service shuts its pool down itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def leave_process_group() -> None:
+    """Initializer of decode processes: a process group of their own, so that SIGINT/SIGTERM sent to the
+    service's group (Ctrl-C, some supervisors) do not kill them mid-drain; the service shuts its pool
+    down itself. They keep the default signal handling, so a broken pool can still terminate them. On
+    Linux they are killed when the service dies (PR_SET_PDEATHSIG), which no longer reaches them through
+    its process group."""
+    parent = os.getppid()
+    os.setpgid(0, 0)
+    with contextlib.suppress(OSError, AttributeError):  # prctl is Linux's
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the service died before the death signal was set
+        os._exit(1)
 
 
 def started_worker() -> int:
@@ -140,5 +151,5 @@ def decode_pool(threads: int, processes: int = 0) -> tuple[Executor, int]:
     hosts, where decoding threads share one GIL), else `threads` threads."""
     if processes:
         context = get_context("spawn")  # never fork a process that holds onnxruntime's threads
-        return ProcessPoolExecutor(processes, mp_context=context, initializer=ignore_shutdown_signals), processes
+        return ProcessPoolExecutor(processes, mp_context=context, initializer=leave_process_group), processes
     return ThreadPoolExecutor(threads, thread_name_prefix="vitrine-decode"), threads

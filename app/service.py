@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, Literal
 
@@ -62,6 +64,7 @@ class Recognizer:
         # The labelled counter children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
         self._decode_pool, self._decode_workers = decode_pool(settings.decode_threads, settings.decode_processes)
+        self._decode_pool_lock = asyncio.Lock()
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
@@ -122,6 +125,25 @@ class Recognizer:
             tasks = (loop.run_in_executor(self._decode_pool, started_worker) for _ in range(self._decode_workers))
             seen.update(await asyncio.gather(*tasks))
 
+    async def _decode(
+        self, pool: Executor, blobs: list[bytes | ImageError]
+    ) -> list[tuple[list[np.ndarray | ImageError], list[float]]]:
+        """Decode on `pool`; one pool task per chunk, not per image: a 60x80 photo decodes in well under a
+        millisecond, so per-image task hops would cost as much as the work."""
+        loop = asyncio.get_running_loop()
+        chunks = _chunks(blobs, self._decode_workers)
+        return list(await asyncio.gather(*(loop.run_in_executor(pool, self._decode_chunk, c) for c in chunks)))
+
+    async def _replace_decode_pool(self, broken: Executor) -> None:
+        """Swap a broken process pool for a new one (once, however many requests found it broken)."""
+        async with self._decode_pool_lock:
+            if self._decode_pool is not broken:
+                return  # another request replaced it already
+            log.warning("a decode process died: starting a new pool of %d", self._decode_workers)
+            self._decode_pool, _ = decode_pool(self.settings.decode_threads, self.settings.decode_processes)
+            broken.shutdown(wait=False, cancel_futures=True)  # its manager thread terminates the survivors
+            await self._start_decode_processes()
+
     async def stop(self) -> None:
         """Finish queued and in-flight work, then release threads."""
         await self.batcher.stop()
@@ -149,11 +171,12 @@ class Recognizer:
         """Answer one request: a result per image in order, per-image errors in place."""
         if not self.ready:
             raise NotReady("the model is not ready")
-        loop = asyncio.get_running_loop()
-        # One pool task per chunk, not per image: a 60x80 photo decodes in well under a millisecond, so
-        # per-image task hops would cost as much as the work.
-        chunks = _chunks(blobs, self._decode_workers)
-        parts = await asyncio.gather(*(loop.run_in_executor(self._decode_pool, self._decode_chunk, c) for c in chunks))
+        pool = self._decode_pool
+        try:
+            parts = await self._decode(pool, blobs)
+        except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
+            await self._replace_decode_pool(pool)
+            parts = await self._decode(self._decode_pool, blobs)
         decoded = [item for items, _ in parts for item in items]
         for _, seconds in parts:
             for took in seconds:

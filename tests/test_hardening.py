@@ -136,30 +136,103 @@ def test_a_bad_model_stops_start_up_with_one_line(tiny_repo: Path, damage: str) 
     assert len(lines) == 1 and lines[0].startswith("vitrine: cannot load model:"), lines
 
 
-def _ignores_sigterm(pid: int) -> bool:
-    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn"))
-    return bool(int(ignored.split()[1], 16) & 1 << (signal.SIGTERM - 1))
-
-
-def test_the_service_is_ready_only_once_every_decode_process_ignores_sigterm(tiny_settings: Settings) -> None:
+def test_the_service_is_ready_only_once_every_decode_process_left_its_process_group(
+    tiny_settings: Settings,
+) -> None:
     """The pool spawns its processes on demand, and the first one up may take every warm-up task. A process
     still starting when the service reported ready died of a SIGTERM sent to the process group, which broke
-    the pool and hung the drain (the SIGTERM test below, now and then)."""
+    the pool (the SIGTERM test below failed now and then)."""
     from app.metrics import Metrics
     from app.service import Recognizer
 
     settings = tiny_settings.model_copy(update={"decode_processes": 4})
 
-    async def started() -> dict[int, bool]:
+    async def started() -> dict[int, int]:
         recognizer = Recognizer(settings, Metrics())
         await recognizer.start()
         try:
-            return {pid: _ignores_sigterm(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[attr-defined]
+            return {pid: os.getpgid(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[attr-defined]
         finally:
             await recognizer.stop()
 
-    processes = asyncio.run(started())
-    assert len(processes) == 4 and all(processes.values()), processes
+    groups = asyncio.run(started())
+    assert len(groups) == 4 and os.getpgrp() not in groups.values(), groups
+
+
+def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """A decode process that dies (killed, out of memory) breaks a process pool for good: every later request
+    failed with 500 while /health/ready said 200, and the drain hung on the pool. Now the next request gets a
+    new pool and its answer, and stopping takes no longer than usual."""
+    from app.metrics import Metrics
+    from app.service import Recognizer
+
+    settings = tiny_settings.model_copy(update={"decode_processes": 2})
+
+    async def scenario() -> tuple[list[str], float, list[int]]:
+        recognizer = Recognizer(settings, Metrics())
+        await recognizer.start()
+        old = list(recognizer._decode_pool._processes)  # type: ignore[attr-defined]
+        try:
+            os.kill(old[0], signal.SIGKILL)
+            await asyncio.sleep(0.5)  # the pool notices its dead process
+            answer = await recognizer.recognise("classify", photos[:3], 1)
+        finally:
+            started = time.monotonic()
+            await asyncio.wait_for(recognizer.stop(), 30)
+        return [r["status"] for r in answer["results"]], time.monotonic() - started, old
+
+    statuses, stop_s, old = asyncio.run(scenario())
+    assert statuses == ["ok"] * 3 and stop_s < 10
+    time.sleep(0.5)
+    assert not [pid for pid in old if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)], old
+
+
+def test_decode_processes_die_with_a_killed_service(tiny_repo: Path) -> None:
+    """Out of the service's process group, the decode processes no longer die with a killpg(SIGKILL); they must
+    not outlive a killed service (PR_SET_PDEATHSIG)."""
+    port = free_port()
+    env = {
+        "VITRINE_MODEL_REPOSITORY": str(tiny_repo),
+        "VITRINE_MODEL_NAME": "tiny",
+        "VITRINE_PROVIDERS": "cpu",
+        "VITRINE_DECODE_PROCESSES": "2",
+    }
+    process = serve(env, port)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process)
+        children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(int(p.name)) == process.pid]
+        spawned = [int(pid) for pid in children if "multiprocessing.spawn" in _command(int(pid))]
+        assert len(spawned) == 2, children
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(_state(pid) not in ("gone", "Z") for pid in spawned) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_state(pid) in ("gone", "Z") for pid in spawned), [(pid, _state(pid)) for pid in spawned]
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 @pytest.mark.parametrize("decode", ["threads", "processes"])

@@ -108,7 +108,7 @@ class Recognizer:
         log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
 
     async def _start_decode_processes(self) -> None:
-        """Return once every decode process has started and run its initializer (SIGINT/SIGTERM ignored).
+        """Return once every decode process has started and run its initializer (its own process group).
 
         The pool spawns its processes on demand, and the first one up may take every task submitted at
         start. One still starting when the service is ready would die of a SIGTERM sent to the process

@@ -63,7 +63,8 @@ class Recognizer:
         }
         # The labelled counter children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
-        self._decode_pool, self._decode_workers = decode_pool(settings.decode_threads, settings.decode_processes)
+        self._new_decode_pool = partial(decode_pool, settings.decode_threads, settings.decode_processes)
+        self._decode_pool, self._decode_workers = self._new_decode_pool()
         self._decode_pool_lock = asyncio.Lock()
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
@@ -132,7 +133,7 @@ class Recognizer:
         millisecond, so per-image task hops would cost as much as the work."""
         loop = asyncio.get_running_loop()
         chunks = _chunks(blobs, self._decode_workers)
-        return list(await asyncio.gather(*(loop.run_in_executor(pool, self._decode_chunk, c) for c in chunks)))
+        return await asyncio.gather(*(loop.run_in_executor(pool, self._decode_chunk, c) for c in chunks))
 
     async def _replace_decode_pool(self, broken: Executor) -> None:
         """Swap a broken process pool for a new one (once, however many requests found it broken)."""
@@ -140,7 +141,7 @@ class Recognizer:
             if self._decode_pool is not broken:
                 return  # another request replaced it already
             log.warning("a decode process died: starting a new pool of %d", self._decode_workers)
-            self._decode_pool, _ = decode_pool(self.settings.decode_threads, self.settings.decode_processes)
+            self._decode_pool, _ = self._new_decode_pool()
             broken.shutdown(wait=False, cancel_futures=True)  # its manager thread terminates the survivors
             await self._start_decode_processes()
 

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from bench.procstat import parse_pid_stat
 from tests.test_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,8 +186,7 @@ def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
 
     statuses, stop_s, old = asyncio.run(scenario())
     assert statuses == ["ok"] * 3 and stop_s < 10
-    time.sleep(0.5)
-    assert not [pid for pid in old if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)], old
+    assert _survivors(old, within_s=0.5) == []
 
 
 def test_decode_processes_die_with_a_killed_service(tiny_repo: Path) -> None:
@@ -202,37 +202,34 @@ def test_decode_processes_die_with_a_killed_service(tiny_repo: Path) -> None:
     process = serve(env, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
-        children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(int(p.name)) == process.pid]
-        spawned = [int(pid) for pid in children if "multiprocessing.spawn" in _command(int(pid))]
-        assert len(spawned) == 2, children
+        spawned = [pid for pid in _children(process.pid) if b"multiprocessing.spawn" in _read(pid, "cmdline")]
+        assert len(spawned) == 2, spawned
     finally:
         process.kill()
         process.wait()
-    deadline = time.monotonic() + 10
-    while any(_state(pid) not in ("gone", "Z") for pid in spawned) and time.monotonic() < deadline:
+    assert _survivors(spawned, within_s=10) == []
+
+
+def _read(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:  # gone
+        return b""
+
+
+def _children(parent: int) -> list[int]:
+    stats = {int(p.name): _read(int(p.name), "stat") for p in Path("/proc").iterdir() if p.name.isdigit()}
+    return [pid for pid, stat in stats.items() if stat and parse_pid_stat(stat.decode())[0] == parent]
+
+
+def _survivors(pids: list[int], *, within_s: float) -> list[int]:
+    """The processes of `pids` still running (neither gone nor a zombie) after up to `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        running = [pid for pid in pids if _read(pid, "stat").rpartition(b")")[2].split()[:1] not in ([], [b"Z"])]
+        if not running or time.monotonic() > deadline:
+            return running
         time.sleep(0.1)
-    assert all(_state(pid) in ("gone", "Z") for pid in spawned), [(pid, _state(pid)) for pid in spawned]
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return ""
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 @pytest.mark.parametrize("decode", ["threads", "processes"])

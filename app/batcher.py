@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,13 +20,15 @@ from app.metrics import Metrics
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], dict[str, np.ndarray]]
+# Turns a batch's queued payloads (e.g. image bytes) into pixels, or an exception per item that fails.
+Prepare = Callable[[list[Any]], Sequence[np.ndarray | Exception]]
 Row = dict[str, np.ndarray]
 T = TypeVar("T")
 
 
 @dataclass
 class _Item:
-    pixels: np.ndarray
+    payload: Any  # the pixels, or what `prepare` turns into them
     future: asyncio.Future[Row]
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -39,6 +41,9 @@ class Batcher:
     `workers` batches are in flight. While several workers are idle, the queue is shared out
     among them, so a lone request still uses every worker. Items whose request has gone away
     (cancelled future) are dropped before they reach the model.
+
+    With `prepare`, the queue holds payloads that the model thread turns into pixels just before
+    running them (decoding on the model threads); an item it fails gets that exception, the rest run.
     """
 
     def __init__(
@@ -50,8 +55,10 @@ class Batcher:
         max_queue_size: int,
         metrics: Metrics,
         workers: int = 1,
+        prepare: Prepare | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._prepare = prepare
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_size = max_queue_size
@@ -94,8 +101,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(self._executor, call) for _ in range(self._workers))))
 
-    def submit(self, images: list[np.ndarray]) -> list[asyncio.Future[Row]]:
-        """Enqueue images (all or none) and return one future per image; Overloaded when the queue is full."""
+    def submit(self, images: list[Any]) -> list[asyncio.Future[Row]]:
+        """Enqueue images (pixels, or payloads for `prepare`; all or none) and return one future per image;
+        Overloaded when the queue is full."""
         if not self.running:
             raise NotReady("the service is not accepting work")
         if len(self._queue) + len(images) > self.max_queue_size:
@@ -166,29 +174,51 @@ class Batcher:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
+    def _execute(self, payloads: list[Any]) -> tuple[dict[str, np.ndarray], dict[int, Exception]]:
+        """On a model thread: prepare the payloads (if so configured) and run the good ones as one batch.
+        Returns the outputs (rows in the order of the good items) and the failed items by index."""
+        failed: dict[int, Exception] = {}
+        if self._prepare is None:
+            pixels = payloads
+        else:
+            prepared = self._prepare(payloads)
+            failed = {k: p for k, p in enumerate(prepared) if isinstance(p, Exception)}
+            pixels = [p for p in prepared if not isinstance(p, Exception)]
+        if not pixels:
+            return {}, failed
+        self._metrics.batch_size.observe(len(pixels))
+        started = time.monotonic()
+        outputs = self._run_batch(np.stack(pixels))
+        self._metrics.inference_duration.observe(time.monotonic() - started)
+        if any(len(v) != len(pixels) for v in outputs.values()):
+            raise RuntimeError("model returned a different number of rows than it was given")
+        return outputs, failed
+
     async def _run(self, batch: list[_Item]) -> None:
         """Run one batch on a model thread and settle its items' futures."""
         started = time.monotonic()
         try:
             for item in batch:
                 self._metrics.queue_wait.observe(started - item.enqueued)
-            self._metrics.batch_size.observe(len(batch))
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_batch, np.stack([i.pixels for i in batch])
+                outputs, failed = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._execute, [i.payload for i in batch]
                 )
-                self._metrics.inference_duration.observe(time.monotonic() - started)
-                if any(len(v) != len(batch) for v in outputs.values()):
-                    raise RuntimeError("model returned a different number of rows than it was given")
             except Exception:  # one failed batch fails its items only; the workers keep serving
                 log.exception("model run failed for a batch of %d images", len(batch))
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(InferenceFailed("the model failed on this batch"))
                 return
+            row = 0
             for k, item in enumerate(batch):
+                if k in failed:
+                    if not item.future.done():
+                        item.future.set_exception(failed[k])
+                    continue
                 if not item.future.done():
-                    item.future.set_result({name: value[k] for name, value in outputs.items()})
+                    item.future.set_result({name: value[row] for name, value in outputs.items()})
+                row += 1
         finally:
             self._idle += 1
             self._worker_free.set()

@@ -38,12 +38,16 @@ def choose_providers(setting: str) -> list[str | tuple[str, dict[str, Any]]]:
     return [(CUDA, {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}), CPU]
 
 
+def wants_cuda(provider_setting: str) -> bool:
+    """True when the `providers` setting asks for CUDA (cuda, or auto with the CUDA provider compiled in)."""
+    return provider_setting == "cuda" or (provider_setting == "auto" and cuda_available())
+
+
 def choose_precision(version: ModelVersion, setting: str, provider_setting: str) -> str:
     """Which model file to load: auto takes fp16 for CUDA, int8 for CPU, else fp32."""
     if setting != "auto":
         return setting
-    on_cuda = provider_setting == "cuda" or (provider_setting == "auto" and cuda_available())
-    preferred = ["fp16", "fp32"] if on_cuda else ["int8", "fp32"]
+    preferred = ["fp16", "fp32"] if wants_cuda(provider_setting) else ["int8", "fp32"]
     return next((p for p in preferred if p in version.metadata.files), "fp32")
 
 

@@ -18,9 +18,9 @@ from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
-from app.runtime import Runtime
+from app.runtime import Runtime, wants_cuda
 from app.schema import Head
-from app.settings import Settings
+from app.settings import Layout, Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,21 @@ Endpoint = Literal["classify", "attributes"]
 DECODE_START_S = 60.0  # a spawned process imports numpy and Pillow: a second or two, longer on a loaded host
 
 
+def serving_layout(settings: Settings) -> Layout:
+    """The settings' layout for the provider they ask for. A CUDA build that falls back to the CPU keeps the
+    CUDA layout (one batch in flight, decode threads), which the CPU also runs."""
+    return settings.layout(cuda=wants_cuda(settings.providers))
+
+
 def open_runtime(settings: Settings) -> Runtime:
     """Open the configured model version as the settings say (raises ModelLoadError)."""
+    workers = serving_layout(settings).model_workers
     return Runtime(
         configured(settings),
         precision=settings.precision,
         providers=settings.providers,
         # Concurrent runs share one session; the intra-op threads are shared out among them.
-        intra_op_threads=max(1, settings.intra_op_threads // settings.model_workers),
+        intra_op_threads=max(1, settings.intra_op_threads // workers),
         spinning=settings.intra_op_spinning,
         memory_pattern=settings.memory_pattern,
     )
@@ -46,6 +53,7 @@ class Recognizer:
 
     def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime | None = None) -> None:
         self.settings = settings
+        self.layout = layout = serving_layout(settings)
         self.metrics = metrics
         self.runtime = runtime or open_runtime(settings)
         self.metadata = self.runtime.metadata
@@ -63,19 +71,24 @@ class Recognizer:
         }
         # The labelled counter children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
-        self._new_decode_pool = partial(decode_pool, settings.decode_threads, settings.decode_processes)
-        self._decode_pool, self._decode_workers = self._new_decode_pool()
-        self._decode_pool_lock = asyncio.Lock()
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
+        # Decoding on the model threads: the batcher queues the bytes, and each batch is decoded where it runs.
+        self._decode_in_batch = layout.decode_on_model_threads
+        self._new_decode_pool = partial(
+            decode_pool, 1 if self._decode_in_batch else settings.decode_threads, settings.decode_processes
+        )
+        self._decode_pool, self._decode_workers = self._new_decode_pool()
+        self._decode_pool_lock = asyncio.Lock()
         self.batcher = Batcher(
             self.runtime.run,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=layout.max_batch_size,
             max_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
             metrics=metrics,
-            workers=settings.model_workers,
+            workers=layout.model_workers,
+            prepare=self._decode_batch if self._decode_in_batch else None,
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
@@ -99,14 +112,22 @@ class Recognizer:
         started = time.monotonic()
         if self.settings.decode_processes:
             await self._start_decode_processes()
-        warm_up = partial(self.runtime.warm_up, self.settings.max_batch_size)
+        warm_up = partial(self.runtime.warm_up, self.layout.max_batch_size)
         if self.runtime.provider == "cuda":
             # the per-shape set-up held only for the thread that did it (bench/results/gpu): warm each model thread
             self.warmed_batch_sizes = (await self.batcher.on_each_worker(warm_up))[0]
         else:  # CPU kernels keep no per-thread state: once is enough, however many model workers run
             self.warmed_batch_sizes = await asyncio.to_thread(warm_up)
         self.batcher.start()
-        log.info("ready: warmed batch sizes %s in %.2fs", self.warmed_batch_sizes, time.monotonic() - started)
+        layout = self.layout
+        log.info(
+            "ready in %.2fs: %d model worker(s), batches up to %d, decoding %s; warmed batch sizes %s",
+            time.monotonic() - started,
+            layout.model_workers,
+            layout.max_batch_size,
+            "on the model threads" if layout.decode_on_model_threads else "before the batcher",
+            self.warmed_batch_sizes,
+        )
 
     async def _start_decode_processes(self) -> None:
         """Return once every decode process has started and run its initializer (its own process group).
@@ -134,6 +155,13 @@ class Recognizer:
         loop = asyncio.get_running_loop()
         chunks = _chunks(blobs, self._decode_workers)
         return await asyncio.gather(*(loop.run_in_executor(pool, self._decode_chunk, c) for c in chunks))
+
+    def _decode_batch(self, blobs: list[Any]) -> list[np.ndarray | ImageError]:
+        """The batcher's `prepare` when decoding on the model threads: one batch's images, on its model thread."""
+        decoded, seconds = self._decode_chunk(blobs)
+        for took in seconds:
+            self.metrics.decode_duration.observe(took)
+        return decoded
 
     async def _replace_decode_pool(self, broken: Executor) -> None:
         """Swap a broken process pool for a new one (once, however many requests found it broken)."""
@@ -172,18 +200,22 @@ class Recognizer:
         """Answer one request: a result per image in order, per-image errors in place."""
         if not self.ready:
             raise NotReady("the model is not ready")
-        pool = self._decode_pool
-        try:
-            parts = await self._decode(pool, blobs)
-        except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
-            await self._replace_decode_pool(pool)
-            parts = await self._decode(self._decode_pool, blobs)
-        decoded = [item for items, _ in parts for item in items]
-        for _, seconds in parts:
-            for took in seconds:
-                self.metrics.decode_duration.observe(took)
-        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-        futures = self.batcher.submit([decoded[i] for i in good]) if good else []  # type: ignore[misc]
+        decoded: list[Any]
+        if self._decode_in_batch:
+            decoded = blobs  # the bytes go to the batcher; errors found so far (bad base64) stay in place
+        else:
+            pool = self._decode_pool
+            try:
+                parts = await self._decode(pool, blobs)
+            except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
+                await self._replace_decode_pool(pool)
+                parts = await self._decode(self._decode_pool, blobs)
+            decoded = [item for items, _ in parts for item in items]
+            for _, seconds in parts:
+                for took in seconds:
+                    self.metrics.decode_duration.observe(took)
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+        futures = self.batcher.submit([decoded[i] for i in good]) if good else []
         rows: dict[int, Row | BaseException] = {}
         if futures:
             timeout = self.settings.request_timeout_ms / 1000

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
+# Default largest batches. Two one-thread workers at 16 ran as fast as at 32 and held 270 MB instead of 410
+# under load (bench/PROFILE.md, ninth session); one batch at a time takes 32.
+WORKER_BATCH = 16
+PIPELINED_BATCH = 32
 
 
 def available_cpus() -> int:
@@ -38,6 +43,15 @@ def _cgroup_quota() -> float | None:
         return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The decided decode and batching arrangement (`Settings.layout`)."""
+
+    decode_on_model_threads: bool
+    model_workers: int
+    max_batch_size: int
 
 
 class Settings(BaseSettings):
@@ -69,11 +83,12 @@ class Settings(BaseSettings):
         description="onnxruntime's memory pattern: a block planned and kept per batch shape (measured: the same "
         "throughput, 40-110 MB more resident memory).",
     )
-    model_workers: int = Field(
-        1,
+    model_workers: int | None = Field(
+        None,
         ge=1,
         le=64,
-        description="Batches run at once, each on its own thread; the intra-op threads are shared out among them.",
+        description="Batches run at once, each on its own thread; the intra-op threads are shared out among them. "
+        "Default: one per intra-op thread when decoding on the model threads, else 1.",
     )
     decode_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
@@ -85,7 +100,19 @@ class Settings(BaseSettings):
         description="Decode in this many processes instead of threads (0: threads). For many-core hosts such as "
         "a GPU's, where decoding threads are bound by Python's GIL.",
     )
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images in one model run.")
+    decode_on_model_threads: bool | None = Field(
+        None,
+        description="Decode each batch on the model thread that runs it (one-thread model workers that each decode "
+        "and run whole batches) instead of on decode threads before the batcher. Default: on the CPU yes, "
+        "on CUDA (or with decode processes) no.",
+    )
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description=f"Most images in one model run. Default: {WORKER_BATCH} when decoding on the model threads "
+        f"(several batches run at once), else {PIPELINED_BATCH}.",
+    )
     max_batch_delay_ms: float = Field(
         5.0, ge=0.0, le=1000.0, description="Longest an image waits for others to fill its batch."
     )
@@ -112,6 +139,28 @@ class Settings(BaseSettings):
         False, description="With API keys set, also require a key for /health/* and /metrics."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    @model_validator(mode="after")
+    def _one_place_to_decode(self) -> Settings:
+        if self.decode_on_model_threads and self.decode_processes:
+            raise ValueError("decode_on_model_threads and decode_processes exclude each other: pick one")
+        return self
+
+    def layout(self, cuda: bool) -> Layout:
+        """How the service decodes and batches, every automatic (None) field decided for CUDA or the CPU.
+
+        The CPU runs one-thread model workers, one per intra-op thread, each decoding and running whole
+        batches: no handoff, and no onnxruntime thread left waiting at a barrier for one that decoding
+        preempted. CUDA keeps one batch in flight, fed by decode threads or processes.
+        """
+        decode_in_batch = self.decode_on_model_threads
+        if decode_in_batch is None:
+            decode_in_batch = not cuda and not self.decode_processes
+        return Layout(
+            decode_on_model_threads=decode_in_batch,
+            model_workers=self.model_workers or (self.intra_op_threads if decode_in_batch else 1),
+            max_batch_size=self.max_batch_size or (WORKER_BATCH if decode_in_batch else PIPELINED_BATCH),
+        )
 
     def key_list(self) -> list[bytes]:
         """The configured API keys as bytes (empty when authentication is off)."""

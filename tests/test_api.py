@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.main import create_app
 from app.service import open_runtime
-from app.settings import Settings
+from app.settings import PIPELINED_BATCH, WORKER_BATCH, Layout, Settings
 from tests.images import encode, photo, png_bomb
 
 
@@ -182,6 +184,48 @@ def test_the_cpu_warms_up_once_however_many_model_workers_run(tiny_settings: Set
         ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["warmed_batch_sizes"] == [1, settings.max_batch_size]
     assert calls == [settings.max_batch_size]
+
+
+def test_the_layout_decodes_on_one_thread_model_workers_on_the_cpu_and_before_the_batcher_on_cuda() -> None:
+    cpu = Settings(intra_op_threads=4).layout(cuda=False)
+    assert cpu == Layout(decode_on_model_threads=True, model_workers=4, max_batch_size=WORKER_BATCH)
+    assert Settings(intra_op_threads=4).layout(cuda=True) == Layout(False, 1, PIPELINED_BATCH)
+    assert Settings(intra_op_threads=4, decode_processes=2).layout(cuda=False) == Layout(False, 1, PIPELINED_BATCH)
+    chosen = Settings(intra_op_threads=4, decode_on_model_threads=False, model_workers=2, max_batch_size=8)
+    assert chosen.layout(cuda=False) == Layout(False, 2, 8)
+    assert Settings(decode_on_model_threads=True, model_workers=3).layout(cuda=True) == Layout(True, 3, WORKER_BATCH)
+    with pytest.raises(ValidationError, match="exclude each other"):
+        Settings(decode_on_model_threads=True, decode_processes=2)
+
+
+def test_decoding_on_the_model_threads_or_before_the_batcher_gives_the_same_answers_and_errors(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """Both layouts over HTTP: the same labels and scores, bad images answered in place, every decode timed,
+    and the runtime's intra-op threads shared out among the model workers."""
+    blobs = [*photos[:6], b"plain text", photos[0][:200], *photos[6:9], b"x" * (tiny_settings.max_image_bytes + 1)]
+    answers = {}
+    for on_model_threads in (True, False):
+        settings = tiny_settings.model_copy(
+            update={"decode_on_model_threads": on_model_threads, "intra_op_threads": 2, "model_workers": None}
+        )
+        with TestClient(create_app(settings)) as client:
+            answers[on_model_threads] = client.post("/attributes", files=files(blobs)).json()["results"]
+            metrics = client.get("/metrics").text
+        workers = 2 if on_model_threads else 1
+        assert f"vitrine_batch_size_sum {len(blobs) - 3}.0" in metrics  # only decodable images reach the model
+        assert f"vitrine_decode_duration_seconds_count {len(blobs)}.0" in metrics
+        assert open_runtime(settings).session.get_session_options().intra_op_num_threads == 2 // workers
+    statuses = ["ok"] * 6 + ["error"] * 2 + ["ok"] * 3 + ["error"]
+    for results in answers.values():
+        assert [r["status"] for r in results] == statuses
+        codes = [r["error"]["code"] for r in results if r["status"] == "error"]
+        assert codes == ["unsupported_format", "invalid_image", "image_too_large"]
+    for a, b in zip(answers[True], answers[False], strict=True):
+        if a["status"] == "ok":
+            for key, head in a["attributes"].items():
+                assert b["attributes"][key]["label"] == head["label"]
+                assert abs(b["attributes"][key]["score"] - head["score"]) < 1e-4
 
 
 def test_decode_processes_give_the_same_answers_and_errors(

@@ -219,3 +219,33 @@ def test_on_each_worker_runs_once_on_every_model_thread_and_batches_use_those_th
         assert set(seen) <= set(warmed)
 
     asyncio.run(scenario())
+
+
+def test_prepare_runs_on_the_model_thread_and_fails_only_its_bad_items() -> None:
+    """Decoding on the model threads: payloads are turned into pixels where the batch runs; an item that
+    fails gets its own exception, and the others keep their rows in order."""
+
+    async def scenario() -> None:
+        model = Model()
+        threads: set[str] = set()
+
+        def prepare(payloads: list[int]) -> list[np.ndarray | Exception]:
+            threads.add(threading.current_thread().name)
+            return [ValueError(f"bad {p}") if p in (3, 5) else item(p) for p in payloads]
+
+        batcher = Batcher(
+            model, max_batch_size=8, max_delay_s=0.02, max_queue_size=64, metrics=Metrics(), prepare=prepare
+        )
+        batcher.start()
+        futures = batcher.submit(list(range(8)))
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        (lone_bad,) = batcher.submit([3])
+        with pytest.raises(ValueError, match="bad 3"):
+            await lone_bad
+        await batcher.stop()
+        answers = [str(o) if isinstance(o, BaseException) else int(o["id"]) for o in outcomes]
+        assert answers == [0, 1, 2, "bad 3", 4, "bad 5", 6, 7]
+        assert model.sizes == [6]  # the bad items never reach the model; a batch of only bad ones never runs
+        assert threads and all(name.startswith("vitrine-model") for name in threads)
+
+    asyncio.run(scenario())

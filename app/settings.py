@@ -91,7 +91,11 @@ class Settings(BaseSettings):
         "Default: one per intra-op thread when decoding on the model threads, else 1.",
     )
     decode_threads: int = Field(
-        default_factory=available_cpus, ge=1, le=256, description="Threads decoding and resizing images."
+        default_factory=available_cpus,
+        ge=1,
+        le=256,
+        description="Threads decoding and resizing images before the batcher (unused when decoding on the model "
+        "threads, the CPU default).",
     )
     decode_processes: int = Field(
         0,

@@ -36,13 +36,12 @@ def serving_layout(settings: Settings) -> Layout:
 
 def open_runtime(settings: Settings) -> Runtime:
     """Open the configured model version as the settings say (raises ModelLoadError)."""
-    workers = serving_layout(settings).model_workers
     return Runtime(
         configured(settings),
         precision=settings.precision,
         providers=settings.providers,
         # Concurrent runs share one session; the intra-op threads are shared out among them.
-        intra_op_threads=max(1, settings.intra_op_threads // workers),
+        intra_op_threads=serving_layout(settings).intra_op_threads,
         spinning=settings.intra_op_spinning,
         memory_pattern=settings.memory_pattern,
     )
@@ -119,14 +118,11 @@ class Recognizer:
         else:  # CPU kernels keep no per-thread state: once is enough, however many model workers run
             self.warmed_batch_sizes = await asyncio.to_thread(warm_up)
         self.batcher.start()
-        layout = self.layout
         log.info(
-            "ready in %.2fs: %d model worker(s), batches up to %d, decoding %s; warmed batch sizes %s",
+            "ready in %.2fs (warmed batch sizes %s): %s",
             time.monotonic() - started,
-            layout.model_workers,
-            layout.max_batch_size,
-            "on the model threads" if layout.decode_on_model_threads else "before the batcher",
             self.warmed_batch_sizes,
+            ", ".join(f"{k} {v}" for k, v in self.serving().items()),
         )
 
     async def _start_decode_processes(self) -> None:
@@ -181,7 +177,7 @@ class Recognizer:
 
     def describe(self) -> dict[str, Any]:
         """What `/models` shows: identity, provider in use, input, heads and labels, metrics, architecture (an
-        ensemble's members), the memory vote."""
+        ensemble's members), the memory vote, and how the service runs it."""
         meta = self.metadata
         return {
             **self.model_block,
@@ -194,6 +190,23 @@ class Recognizer:
             "architecture": meta.architecture,
             "members": meta.members,
             "memory_vote": meta.memory_vote.model_dump() if meta.memory_vote else None,
+            "serving": self.serving(),
+        }
+
+    def serving(self) -> dict[str, Any]:
+        """How this service runs the model (`Settings.layout`, decided from the provider when not set)."""
+        layout = self.layout
+        if layout.decode_on_model_threads:
+            decode = "model threads"
+        else:
+            decode = "decode processes" if self.settings.decode_processes else "decode threads"
+        return {
+            "model_workers": layout.model_workers,
+            "intra_op_threads_per_worker": layout.intra_op_threads,
+            "max_batch_size": layout.max_batch_size,
+            "max_batch_delay_ms": self.settings.max_batch_delay_ms,
+            "decode_on": decode,
+            "decode_workers": 0 if layout.decode_on_model_threads else self._decode_workers,
         }
 
     async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:

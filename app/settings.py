@@ -52,6 +52,7 @@ class Layout:
     decode_on_model_threads: bool
     model_workers: int
     max_batch_size: int
+    intra_op_threads: int  # per model worker: the intra-op threads shared out among them
 
 
 class Settings(BaseSettings):
@@ -160,10 +161,12 @@ class Settings(BaseSettings):
         decode_in_batch = self.decode_on_model_threads
         if decode_in_batch is None:
             decode_in_batch = not cuda and not self.decode_processes
+        workers = self.model_workers or (self.intra_op_threads if decode_in_batch else 1)
         return Layout(
             decode_on_model_threads=decode_in_batch,
-            model_workers=self.model_workers or (self.intra_op_threads if decode_in_batch else 1),
+            model_workers=workers,
             max_batch_size=self.max_batch_size or (WORKER_BATCH if decode_in_batch else PIPELINED_BATCH),
+            intra_op_threads=max(1, self.intra_op_threads // workers),
         )
 
     def key_list(self) -> list[bytes]:

@@ -188,12 +188,13 @@ def test_the_cpu_warms_up_once_however_many_model_workers_run(tiny_settings: Set
 
 def test_the_layout_decodes_on_one_thread_model_workers_on_the_cpu_and_before_the_batcher_on_cuda() -> None:
     cpu = Settings(intra_op_threads=4).layout(cuda=False)
-    assert cpu == Layout(decode_on_model_threads=True, model_workers=4, max_batch_size=WORKER_BATCH)
-    assert Settings(intra_op_threads=4).layout(cuda=True) == Layout(False, 1, PIPELINED_BATCH)
-    assert Settings(intra_op_threads=4, decode_processes=2).layout(cuda=False) == Layout(False, 1, PIPELINED_BATCH)
+    assert cpu == Layout(decode_on_model_threads=True, model_workers=4, max_batch_size=WORKER_BATCH, intra_op_threads=1)
+    assert Settings(intra_op_threads=4).layout(cuda=True) == Layout(False, 1, PIPELINED_BATCH, 4)
+    assert Settings(intra_op_threads=4, decode_processes=2).layout(cuda=False) == Layout(False, 1, PIPELINED_BATCH, 4)
     chosen = Settings(intra_op_threads=4, decode_on_model_threads=False, model_workers=2, max_batch_size=8)
-    assert chosen.layout(cuda=False) == Layout(False, 2, 8)
-    assert Settings(decode_on_model_threads=True, model_workers=3).layout(cuda=True) == Layout(True, 3, WORKER_BATCH)
+    assert chosen.layout(cuda=False) == Layout(False, 2, 8, 2)
+    on_cuda = Settings(intra_op_threads=6, decode_on_model_threads=True, model_workers=3).layout(cuda=True)
+    assert on_cuda == Layout(True, 3, WORKER_BATCH, 2)
     with pytest.raises(ValidationError, match="exclude each other"):
         Settings(decode_on_model_threads=True, decode_processes=2)
 
@@ -212,10 +213,19 @@ def test_decoding_on_the_model_threads_or_before_the_batcher_gives_the_same_answ
         with TestClient(create_app(settings)) as client:
             answers[on_model_threads] = client.post("/attributes", files=files(blobs)).json()["results"]
             metrics = client.get("/metrics").text
+            client_serving = client.get("/models").json()["models"][0]["serving"]
         workers = 2 if on_model_threads else 1
         assert f"vitrine_batch_size_sum {len(blobs) - 3}.0" in metrics  # only decodable images reach the model
         assert f"vitrine_decode_duration_seconds_count {len(blobs)}.0" in metrics
         assert open_runtime(settings).session.get_session_options().intra_op_num_threads == 2 // workers
+        assert client_serving == {
+            "model_workers": workers,
+            "intra_op_threads_per_worker": 2 // workers,
+            "max_batch_size": 8,
+            "max_batch_delay_ms": 20.0,
+            "decode_on": "model threads" if on_model_threads else "decode threads",
+            "decode_workers": 0 if on_model_threads else 2,
+        }
     statuses = ["ok"] * 6 + ["error"] * 2 + ["ok"] * 3 + ["error"]
     for results in answers.values():
         assert [r["status"] for r in results] == statuses

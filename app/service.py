@@ -74,6 +74,7 @@ class Recognizer:
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
         # Decoding on the model threads: the batcher queues the bytes, and each batch is decoded where it runs.
+        # The decode pool is then a pool of one thread that never starts (threads start on their first task).
         self._decode_in_batch = layout.decode_on_model_threads
         self._new_decode_pool = partial(
             decode_pool, 1 if self._decode_in_batch else settings.decode_threads, settings.decode_processes

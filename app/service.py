@@ -73,13 +73,13 @@ class Recognizer:
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
-        # Decoding on the model threads: the batcher queues the bytes, and each batch is decoded where it runs.
-        # The decode pool is then a pool of one thread that never starts (threads start on their first task).
-        self._decode_in_batch = layout.decode_on_model_threads
-        self._new_decode_pool = partial(
-            decode_pool, 1 if self._decode_in_batch else settings.decode_threads, settings.decode_processes
-        )
-        self._decode_pool, self._decode_workers = self._new_decode_pool()
+        # Decoding on the model threads: the batcher queues the bytes and each batch is decoded where it runs,
+        # so there is no decode pool. Otherwise requests are decoded on the pool before the batcher.
+        self._new_decode_pool = partial(decode_pool, settings.decode_threads, settings.decode_processes)
+        self._decode_pool: Executor | None = None
+        self._decode_workers = 0
+        if not layout.decode_on_model_threads:
+            self._decode_pool, self._decode_workers = self._new_decode_pool()
         self._decode_pool_lock = asyncio.Lock()
         self.batcher = Batcher(
             self.runtime.run,
@@ -88,7 +88,7 @@ class Recognizer:
             max_queue_size=settings.max_queue_size,
             metrics=metrics,
             workers=layout.model_workers,
-            prepare=self._decode_batch if self._decode_in_batch else None,
+            prepare=self._decode_batch if layout.decode_on_model_threads else None,
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
@@ -156,24 +156,30 @@ class Recognizer:
     def _decode_batch(self, blobs: list[Any]) -> list[np.ndarray | ImageError]:
         """The batcher's `prepare` when decoding on the model threads: one batch's images, on its model thread."""
         decoded, seconds = self._decode_chunk(blobs)
-        for took in seconds:
-            self.metrics.decode_duration.observe(took)
+        self._observe_decode_times(seconds)
         return decoded
 
-    async def _replace_decode_pool(self, broken: Executor) -> None:
-        """Swap a broken process pool for a new one (once, however many requests found it broken)."""
+    def _observe_decode_times(self, seconds: list[float]) -> None:
+        for took in seconds:
+            self.metrics.decode_duration.observe(took)
+
+    async def _replace_decode_pool(self, broken: Executor) -> Executor:
+        """Swap a broken process pool for a new one (once, however many requests found it broken); return the
+        pool now in use."""
         async with self._decode_pool_lock:
-            if self._decode_pool is not broken:
-                return  # another request replaced it already
+            if self._decode_pool is not None and self._decode_pool is not broken:
+                return self._decode_pool  # another request replaced it already
             log.warning("a decode process died: starting a new pool of %d", self._decode_workers)
-            self._decode_pool, _ = self._new_decode_pool()
+            self._decode_pool = fresh = self._new_decode_pool()[0]
             broken.shutdown(wait=False, cancel_futures=True)  # its manager thread terminates the survivors
             await self._start_decode_processes()
+            return fresh
 
     async def stop(self) -> None:
         """Finish queued and in-flight work, then release threads."""
         await self.batcher.stop()
-        self._decode_pool.shutdown(wait=True)
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=True)
         log.info("stopped: answered %d images since start", self.answered_images)
 
     def describe(self) -> dict[str, Any]:
@@ -207,27 +213,23 @@ class Recognizer:
             "max_batch_size": layout.max_batch_size,
             "max_batch_delay_ms": self.settings.max_batch_delay_ms,
             "decode_on": decode,
-            "decode_workers": 0 if layout.decode_on_model_threads else self._decode_workers,
+            "decode_workers": self._decode_workers,
         }
 
     async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
         """Answer one request: a result per image in order, per-image errors in place."""
         if not self.ready:
             raise NotReady("the model is not ready")
-        decoded: list[Any]
-        if self._decode_in_batch:
-            decoded = blobs  # the bytes go to the batcher; errors found so far (bad base64) stay in place
-        else:
-            pool = self._decode_pool
+        decoded: list[Any] = blobs  # on the model threads: the bytes go to the batcher, bad base64 stays in place
+        pool = self._decode_pool
+        if pool is not None:
             try:
                 parts = await self._decode(pool, blobs)
             except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
-                await self._replace_decode_pool(pool)
-                parts = await self._decode(self._decode_pool, blobs)
+                parts = await self._decode(await self._replace_decode_pool(pool), blobs)
             decoded = [item for items, _ in parts for item in items]
             for _, seconds in parts:
-                for took in seconds:
-                    self.metrics.decode_duration.observe(took)
+                self._observe_decode_times(seconds)
         good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
         futures = self.batcher.submit([decoded[i] for i in good]) if good else []
         rows: dict[int, Row | BaseException] = {}

@@ -55,7 +55,8 @@ def read_cpu_times() -> CpuTimes:
     return parse_proc_stat((PROC / "stat").read_text())
 
 
-def _pid_stats() -> dict[int, tuple[int, int]]:
+def pid_stats() -> dict[int, tuple[int, int]]:
+    """{pid: (ppid, utime+stime jiffies)} of every process now running."""
     stats: dict[int, tuple[int, int]] = {}
     for entry in PROC.iterdir():
         if entry.name.isdigit():
@@ -83,13 +84,13 @@ def descendants(roots: list[int], stats: dict[int, tuple[int, int]]) -> set[int]
 
 def tree_jiffies(roots: list[int], stats: dict[int, tuple[int, int]] | None = None) -> int:
     """CPU jiffies used so far by the given processes and all their descendants (threads included)."""
-    stats = stats if stats is not None else _pid_stats()
+    stats = stats if stats is not None else pid_stats()
     return sum(stats[p][1] for p in descendants(roots, stats))
 
 
 def tree_rss_kb(roots: list[int]) -> int:
     """Resident memory of the given processes and their descendants, in kB."""
-    return rss_kb(descendants(roots, _pid_stats()))
+    return rss_kb(descendants(roots, pid_stats()))
 
 
 def rss_kb(pids: set[int] | list[int]) -> int:
@@ -186,7 +187,7 @@ class PhaseMonitor:
     _tree: set[int] = field(default_factory=set)
 
     def _readings(self) -> dict[str, int]:
-        stats = _pid_stats()
+        stats = pid_stats()
         own = stats.get(os.getpid(), (0, 0))[1]
         # The server's tree is found once per reading; the memory sampler then reads only those pids.
         self._tree = descendants(self.server_pids, stats) if self.server_pids else set()

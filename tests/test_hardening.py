@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from bench.procstat import parse_pid_stat
+from bench.procstat import descendants, pid_stats
 from tests.test_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +152,7 @@ def test_the_service_is_ready_only_once_every_decode_process_left_its_process_gr
         recognizer = Recognizer(settings, Metrics())
         await recognizer.start()
         try:
-            return {pid: os.getpgid(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[attr-defined]
+            return {pid: os.getpgid(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[union-attr]
         finally:
             await recognizer.stop()
 
@@ -174,7 +174,7 @@ def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
     async def scenario() -> tuple[list[str], float, list[int]]:
         recognizer = Recognizer(settings, Metrics())
         await recognizer.start()
-        old = list(recognizer._decode_pool._processes)  # type: ignore[attr-defined]
+        old = list(recognizer._decode_pool._processes)  # type: ignore[union-attr]
         try:
             os.kill(old[0], signal.SIGKILL)
             await asyncio.sleep(0.5)  # the pool notices its dead process
@@ -202,7 +202,8 @@ def test_decode_processes_die_with_a_killed_service(tiny_repo: Path) -> None:
     process = serve(env, port)
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
-        spawned = [pid for pid in _children(process.pid) if b"multiprocessing.spawn" in _read(pid, "cmdline")]
+        below = descendants([process.pid], pid_stats())
+        spawned = [pid for pid in below if b"multiprocessing.spawn" in _read(pid, "cmdline")]
         assert len(spawned) == 2, spawned
     finally:
         process.kill()
@@ -215,11 +216,6 @@ def _read(pid: int, name: str) -> bytes:
         return Path(f"/proc/{pid}/{name}").read_bytes()
     except OSError:  # gone
         return b""
-
-
-def _children(parent: int) -> list[int]:
-    stats = {int(p.name): _read(int(p.name), "stat") for p in Path("/proc").iterdir() if p.name.isdigit()}
-    return [pid for pid, stat in stats.items() if stat and parse_pid_stat(stat.decode())[0] == parent]
 
 
 def _survivors(pids: list[int], *, within_s: float) -> list[int]:

@@ -10,22 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from app.schema import MemoryVote, ModelMetadata
-from export.calibration import fit_temperatures
+from app.schema import ModelMetadata
 from export.card import write_card
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
-from export.convert import check_parity, export_onnx
 from export.ensemble import build_ensemble
 from export.evaluate import evaluate
-from export.memory import fit_memory
 from export.pipeline import (
     FILES,
     Splits,
     build_model,
-    load_trained,
     metadata,
     prepare,
     read_lineage,
@@ -33,12 +28,20 @@ from export.pipeline import (
     score_files,
     version_folder,
 )
-from export.quantize import convert_fp16, quantize_int8
+from export.steps import (
+    Int8LossError,
+    calibration_pixels,
+    check_fp32,
+    check_matches,
+    convert_checkpoint,
+    evaluate_file,
+    int8_drops,
+    model_file,
+    quantize_files,
+)
 from export.train import predict, train
 
 log = logging.getLogger("export")
-
-PARITY_IMAGES = 512
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -83,6 +86,34 @@ def _args(argv: list[str]) -> argparse.Namespace:
         "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]
     )
     ensemble.add_argument("--members", type=Path, nargs="+", required=True, help="packaged version folders")
+
+    # The packaging steps alone: they write into the work folder, never into a model repository.
+    convert = steps.add_parser(
+        "convert",
+        help="from a trained work folder: fit temperatures and memory vote, export FP32 ONNX, check parity",
+        parents=[data],
+    )
+    convert.add_argument("--file", type=Path, help="ONNX file to write (default <work>/convert/model.onnx)")
+    convert.add_argument("--backbone", choices=list(LITE_VARIANTS), help="the backbone the work folder trained")
+    convert.add_argument("--version", type=int, default=1, help="version number written into the metadata")
+    quantize = steps.add_parser(
+        "quantize",
+        help="INT8 and FP16 files of an FP32 model, with INT8's test accuracy and CPU speed next to FP32's",
+        parents=[data],
+    )
+    quantize.add_argument("--model", type=Path, required=True, help="version folder or FP32 ONNX file")
+    quantize.add_argument("--dir", type=Path, help="folder for the new files (default <work>/quantize)")
+    quantize.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax", help="calibration")
+    quantize.add_argument("--float-first-convs", type=int, default=3, help="leading convolutions kept in float")
+    quantize.add_argument("--float-last-convs", type=int, default=1, help="trailing convolutions kept in float")
+    quantize.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
+    quantize.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
+    evaluation = steps.add_parser(
+        "evaluate", help="the test-split evaluation report of a version or ONNX file", parents=[data]
+    )
+    evaluation.add_argument("--model", type=Path, required=True, help="version folder or ONNX file")
+    evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")
+    evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>)")
     return parser.parse_args(argv)
 
 
@@ -132,59 +163,24 @@ def package(
     stages: list[dict[str, Any]],
     bench_seconds: float = 3.0,
 ) -> Path:
-    """Evaluate, export FP32/INT8/FP16 ONNX with parity and accuracy checks, and write the version folder."""
+    """Convert, quantise and evaluate a trained work folder into a version folder with its card."""
     classes = splits.train.classes
-    model = load_trained(work, classes, config)
     folder, version = version_folder(out, version, overwrite=overwrite)
     meta = metadata(config, classes, version, name=out.name)  # the repository folder names the model
     heads = [h.column for h in config.heads]
 
-    temperatures = fit_temperatures(predict(model, splits.val.pixels), splits.val.labels)
-    model.set_temperatures(temperatures)
-    log.info(
-        "softmax temperatures fitted on the validation split: %s", {k: round(v, 3) for k, v in temperatures.items()}
-    )
-    memory_recipe: dict[str, Any] = {}
-    if config.memory is not None:
-        memory = fit_memory(model, splits.train, splits.val, config.memory)
-        model.memory = memory
-        vote = MemoryVote(
-            photos=len(splits.train),
-            dimensions=memory.dimensions,
-            neighbours=memory.k,
-            blend={h: w for h, w in memory.blend.items() if w > 0},
-        )
-        memory_recipe = {**config.memory.model_dump(), **vote.model_dump()}
-        meta.memory_vote = vote if vote.blend else None  # with no weight kept the graph has no vote
+    converted = convert_checkpoint(splits, config, work, meta, folder / FILES["fp32"])
     log.info("evaluating the PyTorch model on %d test images", len(splits.test))
-    evaluate(predict(model, splits.test.pixels), splits.test, folder)
+    evaluate(predict(converted.model, splits.test.pixels), splits.test, folder)
+    paths = {"fp32": converted.path, **quantize_files(converted.path, folder, calibration_pixels(splits.train, config))}
+    meta.files = {precision: path.name for precision, path in paths.items()}
 
-    fp32 = export_onnx(model, meta, folder / FILES["fp32"])
-    parity = check_parity(model, fp32, splits.val.pixels[:PARITY_IMAGES], heads)
-    log.info(
-        "parity on %d validation images: max |logit diff| %.2e, top-1 agreement %s",
-        parity.images,
-        parity.max_abs_logit_diff,
-        parity.top1_agreement,
-    )
-
-    rng = np.random.default_rng(config.train.seed)
-    count = min(config.calibration_images, len(splits.train))
-    calibration = splits.train.pixels[rng.choice(len(splits.train), count, replace=False)]
-    quantize_int8(fp32, folder / FILES["int8"], calibration)
-    convert_fp16(fp32, folder / FILES["fp16"])
-    meta.files = dict(FILES)
-
-    scores = score_files(folder, FILES, {h: h for h in heads}, splits.test, bench_seconds=bench_seconds)
+    scores = score_files(paths, {h: h for h in heads}, splits.test, bench_seconds=bench_seconds)
     meta.metrics, speed = scores.metrics, scores.speed
-    drops = {h: meta.metrics["fp32"][f"{h}.top1"] - meta.metrics["int8"][f"{h}.top1"] for h in heads}
-    log.info("INT8 top-1 change per head (points): %s", {h: round(-100 * d, 2) for h, d in drops.items()})
-    worst = max(drops, key=lambda h: drops[h])
-    if drops[worst] > config.max_int8_top1_drop:
-        raise SystemExit(
-            f"INT8 loses {100 * drops[worst]:.2f} points of top-1 on {worst} "
-            f"(limit {100 * config.max_int8_top1_drop:.1f})"
-        )
+    try:
+        int8_drops(meta.metrics, heads, config.max_int8_top1_drop)
+    except Int8LossError as error:
+        raise SystemExit(str(error)) from None
     meta.write(folder)
 
     # One table over all training stages (a continued run has several), epochs numbered per stage.
@@ -195,10 +191,11 @@ def package(
         # The recipe of the last training stage as it ran (not this command's defaults).
         **(stages[-1].get("recipe") or config.train.model_dump(mode="json")),
         "heads": ", ".join(heads),
-        "softmax_temperature": {k: round(v, 3) for k, v in temperatures.items()},
-        **({"memory_vote": memory_recipe} if memory_recipe else {}),
+        "softmax_temperature": {k: round(v, 3) for k, v in converted.temperatures.items()},
+        **({"memory_vote": converted.memory_recipe} if converted.memory_recipe else {}),
         "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
     }
+    parity = converted.parity
     write_card(
         folder,
         meta,
@@ -217,6 +214,76 @@ def package(
     return folder
 
 
+def run_convert(splits: Splits, config: ExportConfig, work: Path, path: Path, version: int) -> None:
+    """The work folder's best checkpoint as calibrated FP32 ONNX at `path`, parity asserted."""
+    meta = metadata(config, splits.train.classes, version)
+    converted = convert_checkpoint(splits, config, work, meta, path)
+    parity = converted.parity
+    print(
+        f"wrote {path}: parity on {parity.images} validation images, max |logit diff| {parity.max_abs_logit_diff:.2e}"
+    )
+
+
+def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace, work: Path) -> int:
+    """INT8 and FP16 files of a model's FP32 file, scored against it; 1 if INT8 loses more than allowed."""
+    fp32, meta = model_file(args.model, "fp32")
+    if meta.members:
+        raise SystemExit(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
+    check_fp32(fp32)
+    check_matches(meta, splits.test)
+    folder = args.dir or work / "quantize"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "fp32": fp32,
+        **quantize_files(
+            fp32,
+            folder,
+            calibration_pixels(splits.train, config),
+            method=args.calibration,
+            float_first_convs=args.float_first_convs,
+            float_last_convs=args.float_last_convs,
+        ),
+    }
+    heads = [h.name for h in meta.heads]
+    scores = score_files(paths, {h.name: h.output for h in meta.heads}, splits.test, bench_seconds=args.bench_seconds)
+    metrics, speed = scores.metrics, scores.speed
+    print("| head | fp32 | int8 | fp16 | int8 change (points) |\n|---|---|---|---|---|")
+    for h in heads:
+        fp32_top1, int8_top1, fp16_top1 = (metrics[p][f"{h}.top1"] for p in ("fp32", "int8", "fp16"))
+        print(f"| {h} | {fp32_top1:.4f} | {int8_top1:.4f} | {fp16_top1:.4f} | {100 * (int8_top1 - fp32_top1):+.2f} |")
+    print(f"CPU images/s at batch 32: fp32 {speed['fp32']:.0f}, int8 {speed['int8']:.0f}; files in {folder}")
+    try:
+        int8_drops(metrics, heads, config.max_int8_top1_drop)
+    except Int8LossError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path) -> None:
+    """A version's (or ONNX file's) evaluation report on the test split, and its top-1 next to the recorded one."""
+    path, meta = model_file(args.model, args.precision)
+    name = f"{meta.name}-v{meta.version}-{args.precision if args.model.is_dir() else path.stem}"
+    report = args.report or work / "evaluation" / name
+    metrics = evaluate_file(path, meta, splits.test, report)
+    recorded = meta.metrics.get(args.precision, {}) if args.model.is_dir() else {}
+    print(f"{path} on {len(splits.test)} test photos; report in {report}")
+    print("| head | top-1 | recorded top-1 | macro F1 | ECE |\n|---|---|---|---|---|")
+    for head in meta.heads:
+        before = recorded.get(f"{head.name}.top1")
+        print(
+            f"| {head.name} | {metrics[f'{head.name}.top1']:.4f} | {'-' if before is None else f'{before:.4f}'} "
+            f"| {metrics[f'{head.name}.macro_f1']:.4f} | {metrics[f'{head.name}.ece']:.4f} |"
+        )
+
+
+def _model_size(args: argparse.Namespace) -> int | None:
+    """The input size of the model a quantize or evaluate step reads (its data is prepared at that size)."""
+    if args.step not in ("quantize", "evaluate") or args.size is not None:
+        return None
+    return model_file(args.model, "fp32" if args.step == "quantize" else args.precision)[1].preprocessing.size
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m export`."""
     argv = sys.argv[1:] if argv is None else argv
@@ -225,10 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     config = _config(args)
+    size = _model_size(args)
+    if size is not None:
+        config.train.size = size
     torch.manual_seed(config.train.seed)
     work = args.work or Path("runs") / config.name
     splits = prepare(args.data, config, work)
     command = "vitrine export " + shlex.join(argv)
+    if args.step == "convert":
+        run_convert(splits, config, work, args.file or work / "convert" / FILES["fp32"], args.version)
+        return 0
+    if args.step == "quantize":
+        return run_quantize(splits, config, args, work)
+    if args.step == "evaluate":
+        run_evaluate(splits, args, work)
+        return 0
     if args.step == "ensemble":
         build_ensemble(
             args.members,

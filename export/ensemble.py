@@ -261,7 +261,8 @@ def build_ensemble(
                 f"the merged {precision} file does not reproduce its members ({diff:.2e}, {agree:.4f})"
             )
     outputs = {h.name: h.output for h in meta.heads}
-    scores = score_files(folder, meta.files, outputs, splits.test, bench_seconds=bench_seconds)
+    paths = {precision: folder / name for precision, name in meta.files.items()}
+    scores = score_files(paths, outputs, splits.test, bench_seconds=bench_seconds)
     meta.metrics, speed = scores.metrics, scores.speed
     evaluate(scores.probs["fp32"], splits.test, folder)
     meta.write(folder)

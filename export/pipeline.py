@@ -153,21 +153,19 @@ class FileScores:
 
 
 def score_files(
-    folder: Path, files: dict[str, str], outputs: dict[str, str], test: Catalogue, *, bench_seconds: float
+    paths: dict[str, Path], outputs: dict[str, str], test: Catalogue, *, bench_seconds: float
 ) -> FileScores:
-    """Run each precision's file of a version folder on the test split: metrics, CPU speed, probabilities.
+    """Run each precision's ONNX file on the test split: metrics, CPU speed, probabilities.
 
-    `files` maps precision to file name, `outputs` head name to ONNX output name."""
+    `paths` maps precision to file, `outputs` head name to ONNX output name."""
     scores = FileScores({}, {}, {})
-    for precision, name in files.items():
-        raw = onnx_outputs(folder / name, test.pixels)
+    for precision, path in paths.items():
+        raw = onnx_outputs(path, test.pixels)
         probs = {head: softmax(raw[output].astype(np.float32)) for head, output in outputs.items()}
         scores.probs[precision] = probs
         scores.metrics[precision] = summarise(probs, test)
         if precision != "fp16":  # its CPU speed says nothing
-            scores.speed[precision] = benchmark_cpu(
-                folder / name, test.pixels[:256], batch_size=32, seconds=bench_seconds
-            )
+            scores.speed[precision] = benchmark_cpu(path, test.pixels[:256], batch_size=32, seconds=bench_seconds)
     return scores
 
 

@@ -75,6 +75,47 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     assert len(table) == 2 + 2 * len(version.metadata.heads)
     assert table[2].startswith("| articleType | val | ")
 
+    # The packaging steps alone, into the work folder: the same code as `package`, so the same answers.
+    pixels = np.stack([decode(p.read_bytes(), Preprocessing(size=48)) for p in sorted(CATALOGUE.glob("*.jpg"))[:8]])
+    assert main(["convert", *same_data, "--file", str(tmp_path / "alone" / "model.onnx")]) == 0
+    alone = onnx_outputs(tmp_path / "alone" / "model.onnx", pixels)
+    packaged = onnx_outputs(folder / "model.onnx", pixels)
+    assert read_onnx_metadata(tmp_path / "alone" / "model.onnx").heads == version.metadata.heads
+    for name, value in packaged.items():
+        np.testing.assert_allclose(alone[name], value, atol=1e-5)
+    capsys.readouterr()
+    quantize = ["quantize", *same_data, "--model", str(folder), "--dir", str(tmp_path / "q"), "--bench-seconds", "0.1"]
+    assert main([*quantize, "--max-int8-drop", "1.0"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [row.split(" | ")[0] for row in table[2:-1]] == [f"| {h.name}" for h in version.metadata.heads]
+    assert table[-1].startswith("CPU images/s at batch 32: fp32 ")
+    for name, value in onnx_outputs(folder / "model.int8.onnx", pixels).items():  # same calibration photos
+        np.testing.assert_allclose(onnx_outputs(tmp_path / "q" / "model.int8.onnx", pixels)[name], value, atol=1e-6)
+    assert (tmp_path / "q" / "model.fp16.onnx").is_file()
+    for done in ("model.int8.onnx", "model.fp16.onnx"):
+        with pytest.raises(ValueError, match="give the FP32 file"):
+            main(["quantize", *same_data, "--model", str(folder / done)])
+    # A file not in a version folder is evaluated from its own metadata; a version's against its record.
+    report, no_size = tmp_path / "report", [*same_data[:4], *same_data[6:]]  # the size is the model's
+    assert (
+        main(["evaluate", *no_size, "--model", str(tmp_path / "q" / "model.int8.onnx"), "--report", str(report)]) == 0
+    )
+    evaluated = json.loads((report / "metrics.json").read_text())
+    assert {k: v for k, v in evaluated.items() if k.endswith(".top1")} == {
+        k: v for k, v in version.metadata.metrics["int8"].items() if k.endswith(".top1")
+    }
+    assert (report / "errors.png").is_file() and (report / "per_class_report.json").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", *same_data, "--model", str(folder), "--precision", "fp32"]) == 0
+    rows = capsys.readouterr().out.splitlines()[3:]
+    assert len(rows) == len(version.metadata.heads)
+    for row, head in zip(rows, version.metadata.heads, strict=True):
+        _, top1, recorded, *_ = row.strip("| ").split(" | ")
+        assert top1 == recorded == f"{version.metadata.metrics['fp32'][f'{head.name}.top1']:.4f}"
+    assert (tmp_path / "work" / "evaluation" / "smoke-v1-fp32" / "metrics.json").is_file()
+    with pytest.raises(ValueError, match="the data is at 40 px"):
+        main(["evaluate", *no_size, "--size", "40", "--model", str(folder)])
+
     settings = Settings(
         model_repository=tmp_path / "models", model_name="smoke", providers="cpu", intra_op_threads=1, max_batch_size=4
     )
@@ -97,6 +138,8 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     assert merged.metadata.version == 2 and merged.metadata.members is not None and len(merged.metadata.members) == 2
     assert set(merged.metadata.metrics) == {"fp32", "int8", "fp16"}
     assert "the members run one by one" in (ensemble / "README.md").read_text()
+    with pytest.raises(SystemExit, match="is an ensemble: quantise its members"):
+        main(["quantize", *same_data, "--model", str(ensemble)])
     pixels = np.stack([decode(p.read_bytes(), Preprocessing(size=48)) for p in sorted(CATALOGUE.glob("*.jpg"))[:8]])
     single, both = onnx_outputs(folder / "model.int8.onnx", pixels), onnx_outputs(ensemble / "model.int8.onnx", pixels)
     for head in merged.metadata.heads:

@@ -29,8 +29,9 @@ test: $(VENV)/.test
 	$(PY) -m pytest
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check app export tests
-	$(VENV)/bin/mypy app export
+	$(VENV)/bin/ruff check app export tests bench
+	$(VENV)/bin/ruff format --check app export tests bench
+	$(VENV)/bin/mypy app export tests bench
 
 # Known vulnerabilities in the installed dependencies (needs the package index).
 audit: $(VENV)/.test

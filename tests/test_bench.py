@@ -88,7 +88,12 @@ def test_cpu_share_never_negative() -> None:
 def test_measure_repeats_a_disturbed_phase_and_flags_it() -> None:
     calls: list[int] = []
     opts = Options(results=Path("."), max_other_cores=-1.0, retries=2, retry_pause_s=0.0)
-    measured = measure("test", [], lambda: calls.append(1) or len(calls), opts)
+
+    def work() -> int:
+        calls.append(1)
+        return len(calls)
+
+    measured = measure("test", [], work, opts)
     assert len(calls) == 3 and measured.attempts == 3 and measured.disturbed
     assert len(measured.others_per_attempt) == 3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tarfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -57,8 +58,8 @@ def test_bad_rows_missing_and_undecodable_images_are_reported(tmp_path: Path) ->
     catalogue = load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
     report = catalogue.report
     assert report["missing_images"] == ["999999"]
-    assert [u.split(":")[0] for u in report["undecodable_images"]] == [broken.stem]  # type: ignore[union-attr]
-    assert len(report["csv_problems"]) == 2  # type: ignore[arg-type]
+    assert [u.split(":")[0] for u in cast(list[str], report["undecodable_images"])] == [broken.stem]
+    assert len(cast(list[str], report["csv_problems"])) == 2
     assert len(catalogue) == 47
 
 

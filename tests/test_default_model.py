@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,10 @@ NAME = "product-classifier"
 
 
 @pytest.fixture(scope="module")
-def default_client() -> TestClient:
+def default_client() -> Iterator[TestClient]:
     settings = Settings(providers="cpu", max_batch_size=16)
     with TestClient(create_app(settings)) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def test_default_version_is_complete_and_small() -> None:

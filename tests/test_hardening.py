@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.errors import ImageError
 from app.main import create_app
 from app.settings import Settings
 from bench.procstat import descendants, pid_stats
@@ -60,7 +61,8 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("onnxruntime: simulated kernel failure /internal/path")
-            return real_run(batch)
+            answer: dict[str, np.ndarray] = real_run(batch)
+            return answer
 
         client.app.state.recognizer.batcher._run_batch = failing_once  # type: ignore[attr-defined]
         failed = client.post("/classify", files=jpeg_files(photos, 2))
@@ -178,7 +180,8 @@ def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
         try:
             os.kill(old[0], signal.SIGKILL)
             await asyncio.sleep(0.5)  # the pool notices its dead process
-            answer = await recognizer.recognise("classify", photos[:3], 1)
+            blobs: list[bytes | ImageError] = list(photos[:3])
+            answer = await recognizer.recognise("classify", blobs, 1)
         finally:
             started = time.monotonic()
             await asyncio.wait_for(recognizer.stop(), 30)

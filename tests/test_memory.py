@@ -41,7 +41,7 @@ def test_the_nearest_photo_votes_for_its_label() -> None:
 
 
 def test_closer_photos_weigh_more_and_unlabelled_ones_do_not_vote() -> None:
-    vectors = [[1, 0], [0.8, 0.6], [0, 1]]
+    vectors = [[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]
     memory = identity_memory(vectors, [0, 1, IGNORE], 2, k=3, temperature=0.1)
     weights, index = memory.neighbours(torch.tensor([[1.0, 0.0]]))
     votes = memory.votes("articleType", weights, index)[0]

@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import Request
 
 from app.errors import MalformedBody, TooManyImages
-from app.uploads import MAX_OTHER_PARTS, read_images
+from app.uploads import MAX_OTHER_PARTS, Blob, read_images
 
 BOUNDARY = "vitrine-test-boundary"
 
@@ -23,7 +23,7 @@ def body(*parts: bytes) -> bytes:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-def read(payload: bytes, *, chunk: int = 7, max_images: int = 8, content_type: str | None = None) -> list[bytes]:
+def read(payload: bytes, *, chunk: int = 7, max_images: int = 8, content_type: str | None = None) -> list[Blob]:
     """read_images over an ASGI request whose body arrives in small chunks (parts split across them)."""
     chunks = [payload[i : i + chunk] for i in range(0, len(payload), chunk)] or [b""]
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
@@ -33,8 +33,8 @@ def read(payload: bytes, *, chunk: int = 7, max_images: int = 8, content_type: s
 
     ctype = content_type or f"multipart/form-data; boundary={BOUNDARY}"
     scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
-    request = Request(scope, receive)  # type: ignore[arg-type]
-    return asyncio.run(read_images(request, max_images=max_images, max_bytes=2**20))  # type: ignore[return-value]
+    request = Request(scope, receive)
+    return asyncio.run(read_images(request, max_images=max_images, max_bytes=2**20))
 
 
 def test_image_parts_come_back_byte_for_byte_in_order(photos: list[bytes]) -> None:

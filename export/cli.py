@@ -113,7 +113,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
     )
     evaluation.add_argument("--model", type=Path, required=True, help="version folder or ONNX file")
     evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")
-    evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>)")
+    evaluation.add_argument("--subset", choices=["test", "val"], default="test", help="the split to evaluate on")
+    evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>-<subset>)")
     return parser.parse_args(argv)
 
 
@@ -261,13 +262,16 @@ def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace,
 
 
 def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path) -> None:
-    """A version's (or ONNX file's) evaluation report on the test split, and its top-1 next to the recorded one."""
+    """A version's (or ONNX file's) evaluation report on one split, and its top-1 next to the recorded one.
+
+    Versions record test metrics only, so the validation split has nothing to compare with."""
     path, meta = model_file(args.model, args.precision)
     name = f"{meta.name}-v{meta.version}-{args.precision if args.model.is_dir() else path.stem}"
-    report = args.report or work / "evaluation" / name
-    metrics = evaluate_file(path, meta, splits.test, report)
-    recorded = meta.metrics.get(args.precision, {}) if args.model.is_dir() else {}
-    print(f"{path} on {len(splits.test)} test photos; report in {report}")
+    report = args.report or work / "evaluation" / f"{name}-{args.subset}"
+    data = splits.test if args.subset == "test" else splits.val
+    metrics = evaluate_file(path, meta, data, report)
+    recorded = meta.metrics.get(args.precision, {}) if args.model.is_dir() and args.subset == "test" else {}
+    print(f"{path} on {len(data)} {args.subset} photos; report in {report}")
     print("| head | top-1 | recorded top-1 | macro F1 | ECE |\n|---|---|---|---|---|")
     for head in meta.heads:
         before = recorded.get(f"{head.name}.top1")

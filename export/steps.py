@@ -146,9 +146,9 @@ def check_matches(meta: ModelMetadata, data: Catalogue) -> None:
             )
 
 
-def evaluate_file(path: Path, meta: ModelMetadata, test: Catalogue, report: Path) -> dict[str, float]:
-    """The evaluation report of one ONNX file on the test split, written into `report`; returns its metrics."""
-    check_matches(meta, test)
-    log.info("evaluating %s on %d test images", path, len(test))
-    raw = onnx_outputs(path, test.pixels)  # logits or log-probabilities, by output name
-    return evaluate({h.name: softmax(raw[h.output].astype(np.float32)) for h in meta.heads}, test, report)
+def evaluate_file(path: Path, meta: ModelMetadata, data: Catalogue, report: Path) -> dict[str, float]:
+    """The evaluation report of one ONNX file on `data` (a split), written into `report`; returns its metrics."""
+    check_matches(meta, data)
+    log.info("evaluating %s on %d images", path, len(data))
+    raw = onnx_outputs(path, data.pixels)  # logits or log-probabilities, by output name
+    return evaluate({h.name: softmax(raw[h.output].astype(np.float32)) for h in meta.heads}, data, report)

@@ -112,7 +112,10 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     for row, head in zip(rows, version.metadata.heads, strict=True):
         _, top1, recorded, *_ = row.strip("| ").split(" | ")
         assert top1 == recorded == f"{version.metadata.metrics['fp32'][f'{head.name}.top1']:.4f}"
-    assert (tmp_path / "work" / "evaluation" / "smoke-v1-fp32" / "metrics.json").is_file()
+    assert (tmp_path / "work" / "evaluation" / "smoke-v1-fp32-test" / "metrics.json").is_file()
+    assert main(["evaluate", *same_data, "--model", str(folder), "--subset", "val"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert " on 5 val photos" in printed[0] and all(row.split(" | ")[2] == "-" for row in printed[3:])
     with pytest.raises(ValueError, match="the data is at 40 px"):
         main(["evaluate", *no_size, "--size", "40", "--model", str(folder)])
 

@@ -105,7 +105,7 @@ class Runtime:
         if self.metadata.embedding_output:
             self.output_names.append(self.metadata.embedding_output)
         log.info(
-            "loaded %s v%d (%s) from %s on %s, %d intra-op threads",
+            "loaded %s v%d (%s) from %s on %s, intra-op threads per run: %d",
             self.metadata.name,
             self.metadata.version,
             self.precision,

@@ -86,6 +86,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]
     )
     ensemble.add_argument("--members", type=Path, nargs="+", required=True, help="packaged version folders")
+    ensemble.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
 
     # The packaging steps alone: they write into the work folder, never into a model repository.
     convert = steps.add_parser(
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             reproduce=command,
             bench_seconds=args.bench_seconds,
+            max_int8_drop=config.max_int8_top1_drop,
         )
         return 0
     if args.step in ("build", "train"):

@@ -31,6 +31,7 @@ from export.convert import metadata_props, onnx_outputs, set_metadata_props
 from export.evaluate import evaluate
 from export.pipeline import FILES, Splits, score_files, version_folder
 from export.quantize import compact_constants
+from export.steps import int8_drops
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ def build_ensemble(
     reproduce: str,
     parity_images: int = 512,
     bench_seconds: float = 3.0,
+    max_int8_drop: float = 0.01,
 ) -> Path:
     """Write a version folder holding the ensemble of `member_folders` in every precision they all have."""
     members = [Member.read(f) for f in member_folders]
@@ -264,6 +266,8 @@ def build_ensemble(
     paths = {precision: folder / name for precision, name in meta.files.items()}
     scores = score_files(paths, outputs, splits.test, bench_seconds=bench_seconds)
     meta.metrics, speed = scores.metrics, scores.speed
+    if "int8" in meta.metrics:  # the members each passed this check; their mean must too
+        int8_drops(meta.metrics, list(outputs), max_int8_drop)
     evaluate(scores.probs["fp32"], splits.test, folder)
     meta.write(folder)
 

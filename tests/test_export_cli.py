@@ -19,6 +19,7 @@ from app.settings import Settings
 from export import posthoc
 from export.cli import main
 from export.convert import onnx_outputs, read_onnx_metadata
+from export.steps import Int8LossError
 from tests.conftest import CATALOGUE
 
 
@@ -130,7 +131,10 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
 
     # The same version twice as an ensemble: the CLI step writes a full folder that the service loads, and
     # two identical members must answer what the member answers.
-    assert main(["ensemble", "--members", str(folder), str(folder), *same_data, *same_out]) == 0
+    with pytest.raises(Int8LossError):  # a limit below zero: only INT8 beating FP32 on every head would pass
+        main(["ensemble", "--members", str(folder), str(folder), *same_data, *same_out, "--max-int8-drop", "-0.01"])
+    ensemble_args = ["--members", str(folder), str(folder), *same_data, *same_out, "--max-int8-drop", "1.0"]
+    assert main(["ensemble", *ensemble_args, "--overwrite", "--version", "2"]) == 0
     ensemble = out / "2"
     for name in ("model.onnx", "model.onnx.m0.data", "model.onnx.m1.data", "model.int8.onnx", "model.fp16.onnx"):
         assert (ensemble / name).is_file(), name

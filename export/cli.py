@@ -227,7 +227,7 @@ def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace,
     """INT8 and FP16 files of a model's FP32 file, scored against it; `Int8LossError` past the limit."""
     fp32, meta = model_file(args.model, "fp32")
     if meta.members:
-        raise SystemExit(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
+        raise ValueError(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
     check_fp32(fp32)
     check_matches(meta, splits.test)
     folder = args.dir or work / "quantize"
@@ -282,7 +282,8 @@ def _model_size(args: argparse.Namespace) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m export`: 0 when the step finished, 1 when INT8 lost more top-1 than allowed."""
+    """Entry point of `python -m export`: 0 when the step finished, 1 when INT8 lost more top-1 than allowed,
+    2 when the inputs are wrong (a missing path, data that does not match the model)."""
     argv = sys.argv[1:] if argv is None else argv
     args = _args(argv)
     try:
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, ValueError) as error:  # what the user gave; a traceback would not help
+        print(f"vitrine export {args.step}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -305,7 +309,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     work = args.work or Path("runs") / config.name
     checkpoint = work / "checkpoints" / "best.pt"
     if args.step in ("package", "convert") and not checkpoint.is_file():  # before decoding the catalogue
-        raise SystemExit(f"no trained checkpoint at {checkpoint}: run `vitrine export train` with this --work first")
+        raise FileNotFoundError(
+            f"no trained checkpoint at {checkpoint}: run `vitrine export train` with this --work first"
+        )
     splits = prepare(args.data, config, work)
     command = "vitrine export " + shlex.join(argv)
     if args.step == "convert":

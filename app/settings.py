@@ -125,7 +125,9 @@ class Settings(BaseSettings):
     request_timeout_ms: float = Field(
         30_000.0, gt=0, le=600_000, description="Deadline for a request's images; queued work past it gets 504."
     )
-    max_images_per_request: int = Field(64, ge=1, le=10_000, description="Most images in one request.")
+    max_images_per_request: int = Field(
+        256, ge=1, le=10_000, description="Most images in one request (at most half the queue by default)."
+    )
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="Largest single image in bytes.")
     max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body in bytes.")
     max_image_pixels: int = Field(

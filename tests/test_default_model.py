@@ -64,6 +64,30 @@ def test_answers_real_catalogue_photos(default_client: TestClient) -> None:
     assert np.mean([g == r["gender"] for g, r in zip(genders, rows[:8], strict=True)]) >= 0.5
 
 
+def batch_runs(client: TestClient) -> float:
+    """Model runs so far, from /metrics."""
+    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith("vitrine_batch_size_count"))
+    return float(line.split()[-1])
+
+
+def test_a_100_image_request_is_answered_in_several_runs(default_client: TestClient, photos: list[bytes]) -> None:
+    # The default limits take it (the serving issue's example); batches stay capped at 16 images.
+    images = [photos[i % len(photos)] for i in range(100)]
+    before = batch_runs(default_client)
+    body = default_client.post(
+        "/classify", files=[("images", (f"{i}.jpg", p, "image/jpeg")) for i, p in enumerate(images)]
+    )
+    assert body.status_code == 200
+    results = body.json()["results"]
+    assert [r["index"] for r in results] == list(range(100)) and {r["status"] for r in results} == {"ok"}
+    assert [r["category"]["label"] for r in results[len(photos) :]] == [
+        r["category"]["label"] for r in results[: 100 - len(photos)]
+    ]
+    assert batch_runs(default_client) - before >= 7  # 100 images at 16 a run
+    too_many = [("images", ("a.jpg", photos[0], "image/jpeg"))] * 257
+    assert default_client.post("/classify", files=too_many).json()["error"]["code"] == "too_many_images"
+
+
 def test_fp32_and_int8_agree(photos: list[bytes]) -> None:
     answers = {}
     for precision in ("fp32", "int8"):

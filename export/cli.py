@@ -104,13 +104,15 @@ def _args(argv: list[str]) -> argparse.Namespace:
     )
     quantize.add_argument("--model", type=Path, required=True, help="version folder or FP32 ONNX file")
     quantize.add_argument("--dir", type=Path, help="folder for the new files (default <work>/quantize)")
-    quantize.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax", help="calibration")
+    quantize.add_argument(
+        "--calibration", choices=["minmax", "percentile"], default="minmax", help="how activation ranges are set"
+    )
     quantize.add_argument("--float-first-convs", type=int, default=3, help="leading convolutions kept in float")
     quantize.add_argument("--float-last-convs", type=int, default=1, help="trailing convolutions kept in float")
     quantize.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
     quantize.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
     evaluation = steps.add_parser(
-        "evaluate", help="the test-split evaluation report of a version or ONNX file", parents=[data]
+        "evaluate", help="the evaluation report (test or validation split) of a version or ONNX file", parents=[data]
     )
     evaluation.add_argument("--model", type=Path, required=True, help="version folder or ONNX file")
     evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")

@@ -225,9 +225,11 @@ def run_convert(splits: Splits, config: ExportConfig, work: Path, path: Path, ve
     )
 
 
-def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace, work: Path) -> None:
+def run_quantize(
+    splits: Splits, config: ExportConfig, args: argparse.Namespace, work: Path, model: tuple[Path, ModelMetadata]
+) -> None:
     """INT8 and FP16 files of a model's FP32 file, scored against it; `Int8LossError` past the limit."""
-    fp32, meta = model_file(args.model, "fp32")
+    fp32, meta = model
     if meta.members:
         raise ValueError(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
     check_fp32(fp32)
@@ -256,11 +258,11 @@ def run_quantize(splits: Splits, config: ExportConfig, args: argparse.Namespace,
     int8_drops(metrics, heads, config.max_int8_top1_drop)
 
 
-def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path) -> None:
+def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path, model: tuple[Path, ModelMetadata]) -> None:
     """A version's (or ONNX file's) evaluation report on one split, and its top-1 next to the recorded one.
 
     Versions record test metrics only, so the validation split has nothing to compare with."""
-    path, meta = model_file(args.model, args.precision)
+    path, meta = model
     name = f"{meta.name}-v{meta.version}-{args.precision if args.model.is_dir() else path.stem}"
     report = args.report or work / "evaluation" / f"{name}-{args.subset}"
     data = splits.test if args.subset == "test" else splits.val
@@ -274,13 +276,6 @@ def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path) -> None:
             f"| {head.name} | {metrics[f'{head.name}.top1']:.4f} | {'-' if before is None else f'{before:.4f}'} "
             f"| {metrics[f'{head.name}.macro_f1']:.4f} | {metrics[f'{head.name}.ece']:.4f} |"
         )
-
-
-def _model_size(args: argparse.Namespace) -> int | None:
-    """The input size of the model a quantize or evaluate step reads (its data is prepared at that size)."""
-    if args.step not in ("quantize", "evaluate") or args.size is not None:
-        return None
-    return model_file(args.model, "fp32" if args.step == "quantize" else args.precision)[1].preprocessing.size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,9 +299,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     config = _config(args)
-    size = _model_size(args)
-    if size is not None:
-        config.train.size = size
+    # The file a quantize or evaluate step reads; its data is prepared at its input size unless --size says.
+    model = None
+    if args.step in ("quantize", "evaluate"):
+        model = model_file(args.model, "fp32" if args.step == "quantize" else args.precision)
+        if args.size is None:
+            config.train.size = model[1].preprocessing.size
     torch.manual_seed(config.train.seed)
     work = args.work or Path("runs") / config.name
     checkpoint = work / "checkpoints" / "best.pt"
@@ -318,10 +316,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     command = "vitrine export " + shlex.join(argv)
     if args.step == "convert":
         run_convert(splits, config, work, args.file or work / "convert" / FILES["fp32"], args.version)
-    elif args.step == "quantize":
-        run_quantize(splits, config, args, work)
-    elif args.step == "evaluate":
-        run_evaluate(splits, args, work)
+    elif model is not None and args.step == "quantize":
+        run_quantize(splits, config, args, work, model)
+    elif model is not None and args.step == "evaluate":
+        run_evaluate(splits, args, work, model)
     elif args.step == "ensemble":
         build_ensemble(
             args.members,

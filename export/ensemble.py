@@ -29,9 +29,9 @@ from app.schema import ONNX_METADATA_KEY, ModelMetadata
 from export.card import CARD_FILE, write_card
 from export.convert import metadata_props, onnx_outputs, set_metadata_props
 from export.evaluate import evaluate
-from export.pipeline import FILES, Splits, score_files, version_folder
+from export.pipeline import FILES, Splits, file_probabilities, score_files, version_folder
 from export.quantize import compact_constants
-from export.steps import int8_drops
+from export.steps import check_matches, int8_drops
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,8 @@ def member_mean(members: list[Member], precision: str, pixels: np.ndarray, heads
     """The members' softmax averaged outside the graph, by output name: what the merged file must reproduce."""
     total: dict[str, np.ndarray] = {}
     for member in members:
-        outputs = onnx_outputs(member.file(precision), pixels)
-        for head in heads:
-            total[head] = total.get(head, 0) + softmax(outputs[head].astype(np.float32))
+        for head, probs in file_probabilities(member.file(precision), {h: h for h in heads}, pixels).items():
+            total[head] = total.get(head, 0) + probs
     return {head: value / len(members) for head, value in total.items()}
 
 
@@ -226,12 +225,7 @@ def build_ensemble(
     if "fp32" not in precisions:
         raise ValueError("every member needs its FP32 file")
     heads = [h.output for h in members[0].meta.heads]
-    if any(splits.test.classes[h.name] != h.labels for h in members[0].meta.heads):
-        raise ValueError("the data's classes differ from the members' labels (another config or split?)")
-    if splits.test.pixels.shape[1] != members[0].meta.preprocessing.size:
-        raise ValueError(
-            f"the data is at {splits.test.pixels.shape[1]} px, the members read {members[0].meta.preprocessing.size}"
-        )
+    check_matches(members[0].meta, splits.test)  # the members share heads, labels and input (check_compatible)
     folder, version = version_folder(out, version, overwrite=overwrite)
     meta = members[0].meta.model_copy(deep=True)
     meta.name, meta.version = out.name, version

@@ -152,6 +152,13 @@ class FileScores:
     probs: dict[str, dict[str, np.ndarray]]  # per precision: softmax per head name on the test split
 
 
+def file_probabilities(path: Path, outputs: dict[str, str], pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Softmax per head name from an ONNX file over uint8 pixels; `outputs` maps head name to output name
+    (outputs are logits or log-probabilities)."""
+    raw = onnx_outputs(path, pixels)
+    return {head: softmax(raw[output].astype(np.float32)) for head, output in outputs.items()}
+
+
 def score_files(
     paths: dict[str, Path], outputs: dict[str, str], test: Catalogue, *, bench_seconds: float
 ) -> FileScores:
@@ -160,8 +167,7 @@ def score_files(
     `paths` maps precision to file, `outputs` head name to ONNX output name."""
     scores = FileScores({}, {}, {})
     for precision, path in paths.items():
-        raw = onnx_outputs(path, test.pixels)
-        probs = {head: softmax(raw[output].astype(np.float32)) for head, output in outputs.items()}
+        probs = file_probabilities(path, outputs, test.pixels)
         scores.probs[precision] = probs
         scores.metrics[precision] = summarise(probs, test)
         if precision != "fp16":  # its CPU speed says nothing

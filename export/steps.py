@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from app.runtime import softmax
 from app.schema import MemoryVote, ModelMetadata
 from export.calibration import fit_temperatures
 from export.config import ExportConfig
-from export.convert import ParityReport, check_parity, export_onnx, onnx_outputs, read_onnx_metadata
+from export.convert import ParityReport, check_parity, export_onnx, read_onnx_metadata
 from export.data import Catalogue
 from export.evaluate import evaluate
 from export.memory import fit_memory
 from export.network import MultiHeadClassifier
-from export.pipeline import FILES, Splits, load_trained
+from export.pipeline import FILES, Splits, file_probabilities, load_trained
 from export.quantize import Calibration, convert_fp16, quantize_int8
 from export.train import predict
 
@@ -150,5 +149,4 @@ def evaluate_file(path: Path, meta: ModelMetadata, data: Catalogue, report: Path
     """The evaluation report of one ONNX file on `data` (a split), written into `report`; returns its metrics."""
     check_matches(meta, data)
     log.info("evaluating %s on %d images", path, len(data))
-    raw = onnx_outputs(path, data.pixels)  # logits or log-probabilities, by output name
-    return evaluate({h.name: softmax(raw[h.output].astype(np.float32)) for h in meta.heads}, data, report)
+    return evaluate(file_probabilities(path, {h.name: h.output for h in meta.heads}, data.pixels), data, report)

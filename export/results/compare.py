@@ -11,26 +11,20 @@ Photos whose class was masked (too rare) do not count.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from catalogue_args import catalogue_parser, catalogue_splits
 
-from export.config import ExportConfig
 from export.convert import onnx_outputs
-from export.pipeline import prepare
 from export.train import top1
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = catalogue_parser(__doc__)
     parser.add_argument("folders", type=Path, nargs="+", help="model version folders (with model.int8.onnx)")
-    parser.add_argument("--config", type=Path, default=Path("export/configs/product-classifier.toml"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/products"))
-    parser.add_argument("--work", type=Path, default=Path("runs/product-classifier"))
     args = parser.parse_args()
-    config = ExportConfig.load(args.config)
-    splits = prepare(args.data, config, args.work)
+    config, splits = catalogue_splits(args)
     heads = [h.column for h in config.heads]
     print("| split | model | " + " | ".join(heads) + " | mean |")
     print("|---" * (len(heads) + 3) + "|")

@@ -11,16 +11,14 @@ how often the article head's answer and the sub-category head's answer disagree 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from catalogue_args import catalogue_parser, catalogue_splits
 from scipy.special import log_softmax
 
-from export.config import ExportConfig
 from export.convert import onnx_outputs
 from export.data import IGNORE
-from export.pipeline import prepare
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
@@ -34,13 +32,10 @@ def parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = catalogue_parser(__doc__)
     parser.add_argument("folder", type=Path, help="model version folder (with model.int8.onnx)")
-    parser.add_argument("--config", type=Path, default=Path("export/configs/product-classifier.toml"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/products"))
-    parser.add_argument("--work", type=Path, default=Path("runs/product-classifier"))
     args = parser.parse_args()
-    splits = prepare(args.data, ExportConfig.load(args.config), args.work)
+    _, splits = catalogue_splits(args)
     article, sub, master = "articleType", "subCategory", "masterCategory"
     n = len(splits.train.classes[article])
     to_sub = parent_map(splits.train.labels[article], splits.train.labels[sub], n)

@@ -14,28 +14,23 @@ of `--embedding` (as in `label_agreement.py`).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from catalogue_args import catalogue_parser, catalogue_splits
 from label_agreement import near_duplicate_pairs
 
-from app.runtime import softmax
-from export.config import ExportConfig
 from export.convert import onnx_outputs, read_onnx_metadata
 from export.data import IGNORE
-from export.pipeline import prepare
+from export.pipeline import file_probabilities
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = catalogue_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="the ONNX file to score")
     parser.add_argument("--embedding", type=Path, required=True, help="an ONNX file with an `embedding` output")
-    parser.add_argument("--config", type=Path, default=Path("export/configs/product-classifier.toml"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/products"))
-    parser.add_argument("--work", type=Path, default=Path("runs/product-classifier"))
     args = parser.parse_args()
-    splits = prepare(args.data, ExportConfig.load(args.config), args.work)
+    _, splits = catalogue_splits(args)
     train, test = splits.train, splits.test
     pixels = np.concatenate([train.pixels, test.pixels])
     pairs = near_duplicate_pairs(pixels, onnx_outputs(args.embedding, pixels)["embedding"], candidates=16)
@@ -45,14 +40,15 @@ def main() -> None:
     print(
         f"{copied.sum()} of {len(test)} test photos ({copied.mean():.1%}) have a near-copy among the training photos\n"
     )
-    raw = onnx_outputs(args.model, test.pixels)
+    heads = read_onnx_metadata(args.model).heads
+    probs = file_probabilities(args.model, {h.name: h.output for h in heads}, test.pixels)
     print("| head | all test photos | without a near-copy (hold-out-like) | with one |")
     print("|---|---|---|---|")
-    for head in read_onnx_metadata(args.model).heads:
-        right = softmax(raw[head.output]).argmax(axis=1) == test.labels[head.name]
-        labelled = test.labels[head.name] != IGNORE
+    for head, p in probs.items():
+        right = p.argmax(axis=1) == test.labels[head]
+        labelled = test.labels[head] != IGNORE
         cells = [right[labelled & rows].mean() for rows in (np.ones_like(copied), ~copied, copied)]
-        print(f"| {head.name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        print(f"| {head} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ but information that the photo does not hold.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from catalogue_args import catalogue_parser, catalogue_splits
 
-from export.config import ExportConfig
 from export.convert import onnx_outputs
 from export.data import IGNORE
-from export.pipeline import prepare
 from export.posthoc import NEAR_DUPLICATE_MAD
 
 STRICT_CHANGED_SHARE = 0.0005  # below this share of changed pixels, two photos are one
@@ -58,14 +56,10 @@ def changed_share(a: np.ndarray, b: np.ndarray, *, level: int = 40) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = catalogue_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="an ONNX file with an `embedding` output")
-    parser.add_argument("--config", type=Path, default=Path("export/configs/product-classifier.toml"))
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/products"))
-    parser.add_argument("--work", type=Path, default=Path("runs/product-classifier"))
     args = parser.parse_args()
-    config = ExportConfig.load(args.config)
-    splits = prepare(args.data, config, args.work)
+    _, splits = catalogue_splits(args)
     parts = (splits.train, splits.val, splits.test)
     pixels = np.concatenate([p.pixels for p in parts])
     labels = {head: np.concatenate([p.labels[head] for p in parts]) for head in splits.train.labels}

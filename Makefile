@@ -43,12 +43,20 @@ $(BENTO)/bin/bentoml:
 	$(PYTHON) -m venv $(BENTO)
 	$(BENTO)/bin/pip --disable-pip-version-check -q install bentoml==1.4.40 onnxruntime==1.32.0 numpy==2.4.6 pillow==13.0.0
 
+MLSERVER ?= .venv-mlserver
+
+# uvloop 0.23 (what mlserver 1.7.1 would pull) stops MLServer's inference worker processes at start
+# ("There is no current event loop"); 0.21 is the last that works with them.
+$(MLSERVER)/bin/mlserver:
+	$(PYTHON) -m venv $(MLSERVER)
+	$(MLSERVER)/bin/pip --disable-pip-version-check -q install mlserver==1.7.1 uvloop==0.21.0 onnxruntime==1.32.0 numpy==2.4.6 pillow==13.0.0
+
 $(VENV)/.bench: pyproject.toml | $(PY)
 	$(PIP) install -e ".[bench]"
 	touch $@
 
 # Load benchmark against the in-process ceiling and peer servers (about 5 minutes on 2 cores; README, Performance).
-bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml
+bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml $(MLSERVER)/bin/mlserver
 	@command -v wrk >/dev/null && command -v hey >/dev/null || { echo "apt-get install -y hey wrk"; exit 1; }
 	$(VENV)/bin/vitrine bench
 

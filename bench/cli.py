@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import report
 from bench.images import ROOT
 from bench.runner import DEFAULT_PROFILES, PEER_PROFILES, PROFILES, Bench, Options
-from bench.servers import BENTO_PYTHON
+from bench.servers import BENTO_PYTHON, MLSERVER_PYTHON
 
 log = logging.getLogger("bench")
 
@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--peers",
-        type=_csv(["naive", "bentoml"]),
-        default=("naive", "bentoml"),
+        type=_csv(["naive", "bentoml", "mlserver"]),
+        default=("naive", "bentoml", "mlserver"),
         help="comma-separated peers to run, or none",
     )
     # Phase lengths and load size; each `dest` is the name of its `Options` field.
@@ -129,6 +129,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bento-python", type=Path, default=BENTO_PYTHON, help="python of the BentoML venv")
     p.add_argument("--bento-max-latency-ms", type=int, default=1000)
     p.add_argument("--bento-max-batch-size", type=int, default=32)
+    p.add_argument("--mlserver-python", type=Path, default=MLSERVER_PYTHON, help="python of the MLServer venv")
+    p.add_argument("--mlserver-max-batch-size", type=int, default=32, help="requests (not images) MLServer merges (32)")
+    p.add_argument(
+        "--mlserver-max-batch-time-ms",
+        type=float,
+        default=5.0,
+        help="longest MLServer waits to fill a batch (5, the service's own batch delay)",
+    )
+    p.add_argument(
+        "--mlserver-parallel-workers",
+        type=int,
+        default=1,
+        help="MLServer inference worker processes, its own default; 0 runs inference in its server process (1)",
+    )
     p.add_argument(
         "--max-other-cores",
         type=float,

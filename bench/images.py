@@ -1,7 +1,9 @@
-"""Real catalogue JPEGs for the load, and the request bodies (multipart or raw) built from them."""
+"""Real catalogue JPEGs for the load, and the request bodies (multipart, raw or V2 JSON) built from them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import tarfile
 from itertools import cycle, islice
 from pathlib import Path
@@ -11,6 +13,7 @@ CATALOGUE = ROOT / "tests" / "data" / "catalogue"
 PRODUCTS = ROOT.parent / "shared" / "data" / "products"
 BOUNDARY = "vitrinebench7d3f0a1c"
 MULTIPART_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+V2_TYPE = "application/json"
 
 
 def load_jpegs(count: int, products: Path = PRODUCTS, catalogue: Path = CATALOGUE) -> tuple[list[bytes], str]:
@@ -53,10 +56,28 @@ def multipart_body(images: list[bytes], field: str = "images", boundary: str = B
     return b"".join(chunks)
 
 
-def bodies(images: list[bytes], per_request: int, count: int, *, raw: bool = False) -> list[bytes]:
+def v2_body(images: list[bytes]) -> bytes:
+    """An Open Inference (V2) protocol request, as MLServer takes it: one BYTES input of base64 JPEGs."""
+    data = [base64.b64encode(image).decode("ascii") for image in images]
+    request = {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": [len(images)],
+                "datatype": "BYTES",
+                "parameters": {"content_type": "base64"},
+                "data": data,
+            }
+        ]
+    }
+    return json.dumps(request, separators=(",", ":")).encode()
+
+
+def bodies(images: list[bytes], per_request: int, count: int, *, raw: bool = False, v2: bool = False) -> list[bytes]:
     """`count` request bodies of `per_request` images each, cycling through the images in order.
 
-    `raw` gives the bare JPEG bytes (one image per request, sent as `image/jpeg`).
+    `raw` gives the bare JPEG bytes (one image per request, sent as `image/jpeg`); `v2` the JSON of
+    `v2_body`; otherwise multipart.
     """
     if raw and per_request != 1:
         raise ValueError("a raw body holds exactly one image")
@@ -64,7 +85,7 @@ def bodies(images: list[bytes], per_request: int, count: int, *, raw: bool = Fal
     out = []
     for _ in range(count):
         chosen = list(islice(stream, per_request))
-        out.append(chosen[0] if raw else multipart_body(chosen))
+        out.append(chosen[0] if raw else v2_body(chosen) if v2 else multipart_body(chosen))
     return out
 
 

@@ -246,8 +246,8 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
 
 
-COLOURS = {"vitrine": "tab:blue", "naive": "tab:orange", "bentoml": "tab:green"}
-VARIANT_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:red", "tab:gray")
+COLOURS = {"vitrine": "tab:blue", "naive": "tab:orange", "bentoml": "tab:green", "mlserver": "tab:red"}
+VARIANT_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

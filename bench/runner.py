@@ -63,7 +63,7 @@ class Options:
     url: str | None = None
     service_pid: int | None = None
     profiles: tuple[str, ...] = DEFAULT_PROFILES
-    peers: tuple[str, ...] = ("naive", "bentoml")
+    peers: tuple[str, ...] = ("naive", "bentoml", "mlserver")
     duration_s: float = 15.0
     warmup_s: float = 3.0
     ceiling_s: float = 8.0
@@ -80,6 +80,10 @@ class Options:
     bento_python: Path = servers.BENTO_PYTHON
     bento_max_latency_ms: int = 1000
     bento_max_batch_size: int = 32
+    mlserver_python: Path = servers.MLSERVER_PYTHON
+    mlserver_max_batch_size: int = 32  # requests, not images (MLServer merges whole requests)
+    mlserver_max_batch_time_ms: float = 5.0
+    mlserver_parallel_workers: int = 1  # MLServer's own default: inference in one worker process
     max_other_cores: float = 0.25
     retries: int = 2
     retry_pause_s: float = 10.0
@@ -191,7 +195,14 @@ def _tool_version(tool: str) -> str | None:
 
 
 def count_results(payload: Any) -> tuple[int, list[str]]:
-    """Results in an answer (Vitrine/naive: {"results": [...]}; BentoML: [...]) and their top labels."""
+    """Results in an answer and their top labels.
+
+    Vitrine and naive answer {"results": [...]}; BentoML [...]; MLServer a V2 response whose `results`
+    output holds one JSON string per image.
+    """
+    if isinstance(payload, dict) and "outputs" in payload:
+        output: dict[str, Any] = next((o for o in payload["outputs"] if o.get("name") == "results"), {})
+        payload = [orjson.loads(item) for item in output.get("data", [])]
     items = payload if isinstance(payload, list) else payload.get("results", [])
     labels = [str(item.get("category", {}).get("label")) for item in items if isinstance(item, dict)]
     return len(items), labels
@@ -239,19 +250,24 @@ class Bench:
             "open_loop": o.open_loop,
             "bento_max_latency_ms": o.bento_max_latency_ms,
             "bento_max_batch_size": o.bento_max_batch_size,
+            "mlserver_max_batch_size": o.mlserver_max_batch_size,
+            "mlserver_max_batch_time_ms": o.mlserver_max_batch_time_ms,
+            "mlserver_parallel_workers": o.mlserver_parallel_workers,
             "profiles": {k: vars(v) for k, v in PROFILES.items()},
             "url": o.url,
             "variants": {name: env for name, env in o.variants},
         }
 
-    def bodies(self, profile: Profile) -> tuple[Path, int, str]:
-        """The body folder, body count and content type for a profile (built once, reused)."""
-        key = f"{profile.images_per_request}-{'raw' if profile.raw else 'multipart'}"
+    def bodies(self, profile: Profile, kind: str = "multipart") -> tuple[Path, int, str]:
+        """The body folder, body count and content type for a profile and a server's body kind (built once)."""
+        if profile.raw and kind != "multipart":
+            raise ValueError(f"profile {profile.name} sends raw JPEG bodies, which a {kind} server does not take")
+        key = f"{profile.images_per_request}-{'raw' if profile.raw else kind}"
         if key not in self.body_sets:
             count = 64 if profile.images_per_request > 1 else len(self.jpegs)
-            payloads = imgs.bodies(self.jpegs, profile.images_per_request, count, raw=profile.raw)
+            payloads = imgs.bodies(self.jpegs, profile.images_per_request, count, raw=profile.raw, v2=kind == "v2")
             folder = imgs.write_bodies(self.workdir / key, payloads)
-            ctype = "image/jpeg" if profile.raw else imgs.MULTIPART_TYPE
+            ctype = "image/jpeg" if profile.raw else imgs.V2_TYPE if kind == "v2" else imgs.MULTIPART_TYPE
             self.body_sets[key] = (folder, count, ctype)
         return self.body_sets[key]
 
@@ -368,8 +384,10 @@ class Bench:
 
     def preflight(self, server: servers.RunningServer, raw: bool = False) -> dict[str, Any]:
         """One request of 16 images: the answer must hold 16 results; labels are compared across servers."""
-        body = imgs.multipart_body(self.jpegs[:16])
-        status, data = servers.http_post(server.url, body, imgs.MULTIPART_TYPE)
+        if server.spec.body == "v2":
+            status, data = servers.http_post(server.url, imgs.v2_body(self.jpegs[:16]), imgs.V2_TYPE)
+        else:
+            status, data = servers.http_post(server.url, imgs.multipart_body(self.jpegs[:16]), imgs.MULTIPART_TYPE)
         if status != 200:
             raise RuntimeError(f"{server.spec.name}: preflight answered {status}: {data[:500]!r}")
         n, labels = count_results(orjson.loads(data))
@@ -388,7 +406,7 @@ class Bench:
         self, server: servers.RunningServer, profile: Profile, duration_s: float, rate_rps: float | None = None
     ) -> LoadResult:
         """One load-generator run of a profile against a server."""
-        folder, count, ctype = self.bodies(profile)
+        folder, count, ctype = self.bodies(profile, server.spec.body)
         timeout = duration_s + 90
         if rate_rps is None:
             command = self.wrk.command(
@@ -553,7 +571,7 @@ class Bench:
                     servers.stop(running)
             assert running is not None
             block["cold_start_median_s"] = round(statistics.median(block["cold_start_s"]), 3)
-            block["preflight"] = self.preflight(running, raw=name != "bentoml")
+            block["preflight"] = self.preflight(running, raw=name not in ("bentoml", "mlserver"))
             for profile in profiles:
                 self.run_profile(running, PROFILES[profile], block)
             if running.pid:
@@ -599,6 +617,11 @@ class Bench:
                 self.serve_and_measure("bentoml", self.bento_spec, PEER_PROFILES)
             else:
                 self.results["servers"]["bentoml"] = {"phases": {}, "error": f"{opts.bento_python} not found"}
+        if "mlserver" in opts.peers:
+            if opts.mlserver_python.exists():
+                self.serve_and_measure("mlserver", self.mlserver_spec, PEER_PROFILES)
+            else:
+                self.results["servers"]["mlserver"] = {"phases": {}, "error": f"{opts.mlserver_python} not found"}
         self.results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.results["wall_s"] = round(time.monotonic() - started, 1)
         self.results["ratios"] = report.compute_ratios(self.results)
@@ -619,7 +642,7 @@ class Bench:
         return servers.vitrine_spec(port, env)
 
     def peer_env(self) -> dict[str, str]:
-        """What both peers are told: the same model file and thread counts."""
+        """What every peer is told: the same model file and thread counts."""
         return {
             "BENCH_MODEL": str(self.model_path),
             "BENCH_THREADS": str(self.opts.threads),
@@ -638,3 +661,16 @@ class Bench:
             "BENCH_MAX_BATCH_SIZE": str(self.opts.bento_max_batch_size),
         }
         return servers.bento_spec(port, env, self.opts.bento_python)
+
+    def mlserver_spec(self, port: int) -> servers.ServerSpec:
+        """The MLServer peer with the run's batching settings (its settings files go to the run's folder)."""
+        o = self.opts
+        return servers.mlserver_spec(
+            port,
+            self.peer_env(),
+            self.workdir / f"mlserver-{port}",
+            max_batch_size=o.mlserver_max_batch_size,
+            max_batch_time_ms=o.mlserver_max_batch_time_ms,
+            parallel_workers=o.mlserver_parallel_workers,
+            python=o.mlserver_python,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,8 @@ from bench.images import ROOT
 log = logging.getLogger(__name__)
 
 BENTO_PYTHON = ROOT / ".venv-bento" / "bin" / "python"
+MLSERVER_PYTHON = ROOT / ".venv-mlserver" / "bin" / "python"
+MLSERVER_MODEL = "classifier"
 
 
 def free_port() -> int:
@@ -62,6 +65,7 @@ class ServerSpec:
     classify_path: str = "/classify"
     metrics_path: str | None = None
     given_base: str | None = None  # a service that is already running elsewhere (`--url`)
+    body: str = "multipart"  # how images are sent: multipart parts, or "v2" (MLServer's Open Inference JSON)
 
     @property
     def base(self) -> str:
@@ -188,3 +192,50 @@ def bento_spec(port: int, env: dict[str, str], python: Path = BENTO_PYTHON) -> S
     ]
     env = {"BENTOML_DO_NOT_TRACK": "True", "PYTHONPATH": str(ROOT), **env}
     return ServerSpec("bentoml", command, env, port, "/readyz")
+
+
+def mlserver_spec(
+    port: int,
+    env: dict[str, str],
+    folder: Path,
+    *,
+    max_batch_size: int,
+    max_batch_time_ms: float,
+    parallel_workers: int,
+    python: Path = MLSERVER_PYTHON,
+) -> ServerSpec:
+    """The MLServer peer with adaptive batching, from its own virtual environment.
+
+    MLServer reads its settings from files: `folder` gets settings.json (ports; `parallel_workers` 0 runs
+    inference in the server process, N in N worker processes) and model-settings.json (the runtime, the
+    model file, the batching settings: `max_batch_size` counts requests, not images).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "parallel_workers": parallel_workers,
+        "debug": False,
+    }
+    model = {
+        "name": MLSERVER_MODEL,
+        "implementation": "bench.peers.mlserver_runtime.Classifier",
+        "parameters": {"uri": str(Path(env["BENCH_MODEL"]).resolve())},
+        "max_batch_size": max_batch_size,
+        "max_batch_time": max_batch_time_ms / 1000,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    (folder / "model-settings.json").write_text(json.dumps(model, indent=2))
+    command = [str(python.parent / "mlserver"), "start", str(folder)]
+    env = {"PYTHONPATH": str(ROOT), **env}
+    return ServerSpec(
+        "mlserver",
+        command,
+        env,
+        port,
+        f"/v2/models/{MLSERVER_MODEL}/ready",
+        classify_path=f"/v2/models/{MLSERVER_MODEL}/infer",
+        body="v2",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from bench import images, loadgen, memory_cost, procstat, report, stacks
+from bench import images, loadgen, memory_cost, procstat, report, servers, stacks
 from bench.runner import Options, count_results, measure
 
 PROC_STAT = """cpu  1000 50 200 5000 100 10 20 5 0 0
@@ -178,6 +179,40 @@ def test_bodies_cycle_through_the_images() -> None:
         images.bodies([b"a"], 2, 1, raw=True)
 
 
+def test_v2_body_is_an_open_inference_request_of_base64_jpegs() -> None:
+    """MLServer's body: one BYTES input whose elements decode back to the JPEGs, in order."""
+    jpegs = [b"\xff\xd8first", b"\xff\xd8second"]
+    request = json.loads(images.v2_body(jpegs))
+    (tensor,) = request["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("images", "BYTES", [2])
+    assert tensor["parameters"] == {"content_type": "base64"}
+    assert [base64.b64decode(item) for item in tensor["data"]] == jpegs
+    assert images.bodies(jpegs, 2, 1, v2=True) == [images.v2_body(jpegs)]
+
+
+def test_mlserver_spec_writes_its_settings_files(tmp_path: Path) -> None:
+    """The settings MLServer reads: ports, workers, the model file, and batching in seconds and requests."""
+    model = tmp_path / "model.int8.onnx"
+    spec = servers.mlserver_spec(
+        8123,
+        {"BENCH_MODEL": str(model)},
+        tmp_path / "mlserver",
+        max_batch_size=32,
+        max_batch_time_ms=5.0,
+        parallel_workers=1,
+        python=tmp_path / "bin" / "python",
+    )
+    settings = json.loads((tmp_path / "mlserver" / "settings.json").read_text())
+    model_settings = json.loads((tmp_path / "mlserver" / "model-settings.json").read_text())
+    assert settings["http_port"] == 8123 and settings["parallel_workers"] == 1
+    assert len({settings["http_port"], settings["grpc_port"], settings["metrics_port"]}) == 3
+    assert model_settings["implementation"] == "bench.peers.mlserver_runtime.Classifier"
+    assert model_settings["parameters"]["uri"] == str(model)
+    assert (model_settings["max_batch_size"], model_settings["max_batch_time"]) == (32, 0.005)
+    assert spec.command == [str(tmp_path / "bin" / "mlserver"), "start", str(tmp_path / "mlserver")]
+    assert spec.body == "v2" and spec.classify_path == "/v2/models/classifier/infer"
+
+
 def test_catalogue_fallback_reads_the_committed_photos(tmp_path: Path) -> None:
     photos, source = images.load_jpegs(5, products=tmp_path / "none")
     assert len(photos) == 5 and all(p[:2] == b"\xff\xd8" for p in photos)
@@ -326,6 +361,18 @@ def test_count_results_for_each_answer_shape() -> None:
     vitrine = {"model": {}, "results": [{"category": {"label": "Tshirts"}}, {"category": {"label": "Watches"}}]}
     assert count_results(vitrine) == (2, ["Tshirts", "Watches"])
     assert count_results([{"category": {"label": "Heels"}}]) == (1, ["Heels"])
+    mlserver = {
+        "model_name": "classifier",
+        "outputs": [
+            {
+                "name": "results",
+                "shape": [2, 1],
+                "datatype": "BYTES",
+                "data": [json.dumps({"category": {"label": "Flats"}}), json.dumps({"category": {"label": "Caps"}})],
+            }
+        ],
+    }
+    assert count_results(mlserver) == (2, ["Flats", "Caps"])
 
 
 COLLAPSED = """thread (1): MainThread;main (app/cli.py:88);Runner.run (asyncio/runners.py:118) 80

@@ -1,0 +1,63 @@
+"""MLServer peer: the same ONNX file behind MLServer's adaptive batching, as a custom runtime.
+
+MLServer has no ONNX runtime package, so this is the custom runtime its documentation describes (an
+`MLModel` with `load` and `predict`). Clients speak MLServer's own protocol, the Open Inference (V2)
+protocol: a JSON `POST /v2/models/classifier/infer` with one BYTES input `images` of shape [n], each
+element a base64 JPEG (`"parameters": {"content_type": "base64"}`). MLServer's adaptive batcher merges up
+to `max_batch_size` concurrent *requests* (not images) along that axis, waiting at most `max_batch_time`
+seconds; `predict` decodes the merged images with `app.preprocess.decode` on a small thread pool, runs the
+model once, and answers one BYTES output `results`: per image, the same JSON result as the other peers.
+
+Runs in its own virtual environment (.venv-mlserver), with the repository on PYTHONPATH; `bench.servers`
+writes the settings files and starts `mlserver start <folder>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import Base64Codec, StringCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from app.preprocess import decode
+from app.schema import ModelMetadata
+from bench.peers.answers import classify_results
+
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+DECODE_THREADS = int(os.environ.get("BENCH_DECODE_THREADS", "2"))
+
+
+class Classifier(MLModel):  # type: ignore[misc]
+    """One onnxruntime session; MLServer calls `predict` once per merged batch."""
+
+    async def load(self) -> bool:
+        import onnxruntime as ort
+
+        model = Path(self.settings.parameters.uri)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.model_metadata = ModelMetadata.read(model.parent)
+        self.spec = self.model_metadata.preprocessing
+        self.heads = {str(h.level): h for h in self.model_metadata.heads if h.role == "category"}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="mlserver-decode")
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        images: list[bytes] = Base64Codec.decode_input(payload.inputs[0])
+        pixels = np.stack(list(self.pool.map(lambda data: decode(data, self.spec), images)))
+        raw = dict(
+            zip(self.output_names, self.session.run(self.output_names, {self.spec.input_name: pixels}), strict=True)
+        )
+        results = classify_results(raw, self.heads, len(images), top_k=5)
+        answers = [json.dumps(result, separators=(",", ":")) for result in results]
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[StringCodec.encode_output("results", answers)],
+        )

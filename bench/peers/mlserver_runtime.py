@@ -9,7 +9,8 @@ seconds; `predict` decodes the merged images with `app.preprocess.decode` on a s
 model once, and answers one BYTES output `results`: per image, the same JSON result as the other peers.
 
 Runs in its own virtual environment (.venv-mlserver), with the repository on PYTHONPATH; `bench.servers`
-writes the settings files and starts `mlserver start <folder>`.
+writes the settings files and starts `mlserver start <folder>`. With MLServer's default of one parallel
+worker, the server process parses requests and batches them, and `predict` runs in a worker process.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ $(VENV)/.bench: pyproject.toml | $(PY)
 	$(PIP) install -e ".[bench]"
 	touch $@
 
-# Load benchmark against the in-process ceiling and peer servers (about 5 minutes on 2 cores; README, Performance).
+# Load benchmark against the in-process ceiling and peer servers (about 6 minutes on 2 cores; README, Performance).
 bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml $(MLSERVER)/bin/mlserver
 	@command -v wrk >/dev/null && command -v hey >/dev/null || { echo "apt-get install -y hey wrk"; exit 1; }
 	$(VENV)/bin/vitrine bench

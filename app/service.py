@@ -53,6 +53,12 @@ class Recognizer:
     def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.layout = layout = serving_layout(settings)
+        if layout.decode_on_model_threads and "decode_threads" in settings.model_fields_set:
+            log.warning(
+                "VITRINE_DECODE_THREADS=%d has no effect: images are decoded on the model threads "
+                "(VITRINE_DECODE_ON_MODEL_THREADS=false decodes them on their own threads before the batcher)",
+                settings.decode_threads,
+            )
         self.metrics = metrics
         self.runtime = runtime or open_runtime(settings)
         self.metadata = self.runtime.metadata

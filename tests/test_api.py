@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 from fastapi.testclient import TestClient
@@ -197,6 +198,23 @@ def test_the_layout_decodes_on_one_thread_model_workers_on_the_cpu_and_before_th
     assert on_cuda == Layout(True, 3, WORKER_BATCH, 2)
     with pytest.raises(ValidationError, match="exclude each other"):
         Settings(decode_on_model_threads=True, decode_processes=2)
+
+
+def test_decode_threads_set_where_they_have_no_effect_are_warned_about(
+    tiny_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VITRINE_DECODE_THREADS set explicitly while images are decoded on the model threads: a start-up warning."""
+    warned = []
+    for settings in (
+        tiny_settings,  # sets decode_threads=2; the CPU default decodes on the model threads
+        tiny_settings.model_copy(update={"decode_on_model_threads": False}),
+        Settings(**tiny_settings.model_dump(exclude={"decode_threads"})),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="app.service"), TestClient(create_app(settings)):
+            pass
+        warned.append(any("VITRINE_DECODE_THREADS=2 has no effect" in r.getMessage() for r in caplog.records))
+    assert warned == [True, False, False]
 
 
 def test_decoding_on_the_model_threads_or_before_the_batcher_gives_the_same_answers_and_errors(

@@ -46,7 +46,7 @@ $(BENTO)/bin/bentoml:
 MLSERVER ?= .venv-mlserver
 
 # uvloop 0.23 (what mlserver 1.7.1 would pull) stops MLServer's inference worker processes at start
-# ("There is no current event loop"); 0.21 is the last that works with them.
+# ("There is no current event loop"); with 0.21 they start (0.22 not tried).
 $(MLSERVER)/bin/mlserver:
 	$(PYTHON) -m venv $(MLSERVER)
 	$(MLSERVER)/bin/pip --disable-pip-version-check -q install mlserver==1.7.1 uvloop==0.21.0 onnxruntime==1.32.0 numpy==2.4.6 pillow==13.0.0

@@ -10,7 +10,8 @@ The final features of a fine-tuned backbone may have lost colour detail that ear
 average and a global max pool to the output of some blocks of each member of the ensemble, fits a
 logistic regression on those pooled features of the training photos, and adds its log-probabilities,
 times a weight chosen on validation, to the model's colour answer. Two feature sets: the early and middle
-blocks only (colour before abstraction), and all of them.
+blocks only (colour before abstraction), and all of them. `--head articleType` asks the same of another
+head.
 """
 
 from __future__ import annotations
@@ -59,22 +60,24 @@ def with_pooled_outputs(path: str) -> tuple[onnx.ModelProto, list[str]]:
 def main() -> int:
     parser = catalogue_parser(__doc__)
     parser.add_argument("--model", default="models/product-classifier/4/model.onnx", help="FP32 ensemble file")
+    parser.add_argument("--head", default=HEAD, help=f"the head (CSV column) to stack onto (default {HEAD})")
     args = parser.parse_args()
+    head = args.head
     _, splits = catalogue_splits(args)
     model, pooled = with_pooled_outputs(args.model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [HEAD, *pooled]
+    names = [head, *pooled]
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for split in SPLITS:
         pixels = getattr(splits, split).pixels
         runs = [session.run(names, {"pixels": pixels[i : i + 64]}) for i in range(0, len(pixels), 64)]
         outputs[split] = {n: np.concatenate([r[k].reshape(len(r[k]), -1) for r in runs]) for k, n in enumerate(names)}
-    labels = {split: getattr(splits, split).labels[HEAD] for split in SPLITS}
-    base = {split: np.log(softmax(outputs[split][HEAD])) for split in SPLITS}
+    labels = {split: getattr(splits, split).labels[head] for split in SPLITS}
+    base = {split: np.log(softmax(outputs[split][head])) for split in SPLITS}
     classes = base["train"].shape[1]
-    print(f"{HEAD}, top-1; the stacked model's weight chosen on validation\n")
+    print(f"{head}, top-1; the stacked model's weight chosen on validation\n")
     print("| features | dimensions | stacked model alone (val / test) | weight | as served + stacked (val / test) |")
     print("|---|---|---|---|---|")
     print(

@@ -73,20 +73,22 @@ def v2_body(images: list[bytes]) -> bytes:
     return json.dumps(request, separators=(",", ":")).encode()
 
 
-def bodies(images: list[bytes], per_request: int, count: int, *, raw: bool = False, v2: bool = False) -> list[bytes]:
+def raw_body(images: list[bytes]) -> bytes:
+    """A one-image request's body: the JPEG bytes themselves."""
+    return images[0]
+
+
+def bodies(images: list[bytes], per_request: int, count: int, *, kind: str = "multipart") -> list[bytes]:
     """`count` request bodies of `per_request` images each, cycling through the images in order.
 
-    `raw` gives the bare JPEG bytes (one image per request, sent as `image/jpeg`); `v2` the JSON of
-    `v2_body`; otherwise multipart.
+    `kind`: "multipart" (`multipart_body`), "raw" (the bare JPEG bytes, one image per request, sent as
+    `image/jpeg`) or "v2" (`v2_body`).
     """
-    if raw and per_request != 1:
+    build = {"multipart": multipart_body, "v2": v2_body, "raw": raw_body}[kind]
+    if kind == "raw" and per_request != 1:
         raise ValueError("a raw body holds exactly one image")
     stream = cycle(images)
-    out = []
-    for _ in range(count):
-        chosen = list(islice(stream, per_request))
-        out.append(chosen[0] if raw else v2_body(chosen) if v2 else multipart_body(chosen))
-    return out
+    return [build(list(islice(stream, per_request))) for _ in range(count)]
 
 
 def write_bodies(folder: Path, payloads: list[bytes]) -> Path:

@@ -262,12 +262,13 @@ class Bench:
         """The body folder, body count and content type for a profile and a server's body kind (built once)."""
         if profile.raw and kind != "multipart":
             raise ValueError(f"profile {profile.name} sends raw JPEG bodies, which a {kind} server does not take")
-        key = f"{profile.images_per_request}-{'raw' if profile.raw else kind}"
+        kind = "raw" if profile.raw else kind
+        key = f"{profile.images_per_request}-{kind}"
         if key not in self.body_sets:
             count = 64 if profile.images_per_request > 1 else len(self.jpegs)
-            payloads = imgs.bodies(self.jpegs, profile.images_per_request, count, raw=profile.raw, v2=kind == "v2")
+            payloads = imgs.bodies(self.jpegs, profile.images_per_request, count, kind=kind)
             folder = imgs.write_bodies(self.workdir / key, payloads)
-            ctype = "image/jpeg" if profile.raw else imgs.V2_TYPE if kind == "v2" else imgs.MULTIPART_TYPE
+            ctype = {"raw": "image/jpeg", "v2": imgs.V2_TYPE, "multipart": imgs.MULTIPART_TYPE}[kind]
             self.body_sets[key] = (folder, count, ctype)
         return self.body_sets[key]
 
@@ -612,16 +613,17 @@ class Bench:
             self.measure_ceilings("after")
         if "naive" in opts.peers:
             self.serve_and_measure("naive", self.naive_spec, PEER_PROFILES)
-        if "bentoml" in opts.peers:
-            if opts.bento_python.exists():
-                self.serve_and_measure("bentoml", self.bento_spec, PEER_PROFILES)
+        # The peers that run from their own virtual environments; one that is missing is recorded as not run.
+        for name, python, spec in (
+            ("bentoml", opts.bento_python, self.bento_spec),
+            ("mlserver", opts.mlserver_python, self.mlserver_spec),
+        ):
+            if name not in opts.peers:
+                continue
+            if python.exists():
+                self.serve_and_measure(name, spec, PEER_PROFILES)
             else:
-                self.results["servers"]["bentoml"] = {"phases": {}, "error": f"{opts.bento_python} not found"}
-        if "mlserver" in opts.peers:
-            if opts.mlserver_python.exists():
-                self.serve_and_measure("mlserver", self.mlserver_spec, PEER_PROFILES)
-            else:
-                self.results["servers"]["mlserver"] = {"phases": {}, "error": f"{opts.mlserver_python} not found"}
+                self.results["servers"][name] = {"phases": {}, "error": f"{python} not found"}
         self.results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.results["wall_s"] = round(time.monotonic() - started, 1)
         self.results["ratios"] = report.compute_ratios(self.results)

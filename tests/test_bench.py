@@ -172,11 +172,11 @@ def test_multipart_body_parses_back_to_the_same_images() -> None:
 
 
 def test_bodies_cycle_through_the_images() -> None:
-    out = images.bodies([b"a", b"b", b"c"], 1, 4, raw=True)
+    out = images.bodies([b"a", b"b", b"c"], 1, 4, kind="raw")
     assert out == [b"a", b"b", b"c", b"a"]
     assert len(images.bodies([b"a", b"b"], 16, 3)) == 3
     with pytest.raises(ValueError):
-        images.bodies([b"a"], 2, 1, raw=True)
+        images.bodies([b"a"], 2, 1, kind="raw")
 
 
 def test_v2_body_is_an_open_inference_request_of_base64_jpegs() -> None:
@@ -187,7 +187,7 @@ def test_v2_body_is_an_open_inference_request_of_base64_jpegs() -> None:
     assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("images", "BYTES", [2])
     assert tensor["parameters"] == {"content_type": "base64"}
     assert [base64.b64decode(item) for item in tensor["data"]] == jpegs
-    assert images.bodies(jpegs, 2, 1, v2=True) == [images.v2_body(jpegs)]
+    assert images.bodies(jpegs, 2, 1, kind="v2") == [images.v2_body(jpegs)]
 
 
 def test_mlserver_spec_writes_its_settings_files(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from app.main import create_app
 from app.repository import resolve
 from app.settings import DEFAULT_REPOSITORY, Settings
 from tests.conftest import CATALOGUE
+from tests.test_server import metric
 
 NAME = "product-classifier"
 
@@ -66,8 +67,7 @@ def test_answers_real_catalogue_photos(default_client: TestClient) -> None:
 
 def batch_runs(client: TestClient) -> float:
     """Model runs so far, from /metrics."""
-    line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith("vitrine_batch_size_count"))
-    return float(line.split()[-1])
+    return metric(client.get("/metrics").text, "vitrine_batch_size_count")
 
 
 def test_a_100_image_request_is_answered_in_several_runs(default_client: TestClient, photos: list[bytes]) -> None:

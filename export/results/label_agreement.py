@@ -27,7 +27,7 @@ from catalogue_args import catalogue_parser, catalogue_splits
 
 from export.convert import onnx_outputs
 from export.data import IGNORE
-from export.posthoc import NEAR_DUPLICATE_MAD
+from export.posthoc import NEAR_DUPLICATE_MAD, mask_near_duplicates
 
 STRICT_CHANGED_SHARE = 0.0005  # below this share of changed pixels, two photos are one
 
@@ -38,15 +38,14 @@ def near_duplicate_pairs(pixels: np.ndarray, embedding: np.ndarray, *, candidate
     pairs: set[tuple[int, int]] = set()
     for start in range(0, len(unit), 1024):
         similarity = unit[start : start + 1024] @ unit.T
-        for row in range(len(similarity)):
-            similarity[row, start + row] = -np.inf  # not itself
-        nearest = np.argpartition(-similarity, candidates, axis=1)[:, :candidates]
-        for row, index in enumerate(nearest):
-            query = pixels[start + row].astype(np.int16)
-            mad = np.abs(pixels[index].astype(np.int16) - query).mean(axis=(1, 2, 3))
-            for j in index[mad < NEAR_DUPLICATE_MAD]:
-                i = start + row
-                pairs.add((min(i, int(j)), max(i, int(j))))
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf  # not itself
+        masked = mask_near_duplicates(
+            similarity, pixels[start : start + len(similarity)], pixels, candidates=candidates
+        )
+        for row, j in zip(*np.nonzero(np.isneginf(masked) & ~np.isneginf(similarity)), strict=True):
+            i = start + int(row)
+            pairs.add((min(i, int(j)), max(i, int(j))))
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 

@@ -1,14 +1,17 @@
-"""The /classify answer both peers return, shaped as Vitrine's (the service's own HeadView: labels, rounding, top-k)."""
+"""What every peer shares: its model session (`PeerModel`) and the /classify answer it returns, shaped as
+Vitrine's (the service's own HeadView: labels, rounding, top-k)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from app.answers import HeadView
 from app.runtime import softmax
-from app.schema import Head
+from app.schema import Head, ModelMetadata
 
 
 def classify_results(
@@ -29,3 +32,25 @@ def classify_results(
         top = views["article"].top(probs["article"][i], top_k)
         results.append({"index": i, "status": "ok", "category": category, "top_k": top})
     return results
+
+
+class PeerModel:
+    """One onnxruntime session on the CPU with the model's labels; `answer` runs decoded pixels.
+
+    Each peer decodes its own way (inline, or on a thread pool) and hands the pixels here, so every peer
+    runs the same session settings and builds the same answers."""
+
+    def __init__(self, model: Path, threads: int, metadata: ModelMetadata | None = None) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.metadata = metadata or ModelMetadata.read(model.parent)
+        self.spec = self.metadata.preprocessing
+        self.heads = {str(h.level): h for h in self.metadata.heads if h.role == "category"}
+        # Every output, as the service fetches them (attribute heads and embedding included).
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def answer(self, pixels: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:
+        """One model run over a batch of pixels: a /classify result per image."""
+        raw = dict(zip(self.outputs, self.session.run(self.outputs, {self.spec.input_name: pixels}), strict=True))
+        return classify_results(raw, self.heads, len(pixels), top_k)

@@ -23,8 +23,7 @@ import bentoml
 import numpy as np
 
 from app.preprocess import decode
-from app.schema import ModelMetadata
-from bench.peers.answers import classify_results
+from bench.peers.answers import PeerModel
 
 MODEL = Path(os.environ.get("BENCH_MODEL", "models/product-classifier/3/model.int8.onnx"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -39,20 +38,11 @@ class Classifier:
     """One worker holding one onnxruntime session; `classify` is batchable across requests."""
 
     def __init__(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        self.session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
-        self.metadata = ModelMetadata.read(MODEL.parent)
-        self.spec = self.metadata.preprocessing
-        self.heads = {str(h.level): h for h in self.metadata.heads if h.role == "category"}
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.model = PeerModel(MODEL, THREADS)
         self.pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="bento-decode")
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)  # type: ignore[untyped-decorator]
     def classify(self, images: list[Path]) -> list[dict[str, Any]]:
         """One result per image of the merged batch (BentoML splits them back per request)."""
-        pixels = np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), self.spec), images)))
-        raw = dict(zip(self.outputs, self.session.run(self.outputs, {self.spec.input_name: pixels}), strict=True))
-        return classify_results(raw, self.heads, len(images), top_k=5)
+        spec = self.model.spec
+        return self.model.answer(np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), spec), images))))

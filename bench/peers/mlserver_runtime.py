@@ -26,8 +26,7 @@ from mlserver.codecs import Base64Codec, StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from app.preprocess import decode
-from app.schema import ModelMetadata
-from bench.peers.answers import classify_results
+from bench.peers.answers import PeerModel
 
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 DECODE_THREADS = int(os.environ.get("BENCH_DECODE_THREADS", "2"))
@@ -37,26 +36,14 @@ class Classifier(MLModel):  # type: ignore[misc]
     """One onnxruntime session; MLServer calls `predict` once per merged batch."""
 
     async def load(self) -> bool:
-        import onnxruntime as ort
-
-        model = Path(self.settings.parameters.uri)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self.model_metadata = ModelMetadata.read(model.parent)
-        self.spec = self.model_metadata.preprocessing
-        self.heads = {str(h.level): h for h in self.model_metadata.heads if h.role == "category"}
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.model = PeerModel(Path(self.settings.parameters.uri), THREADS)
         self.pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="mlserver-decode")
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         images: list[bytes] = Base64Codec.decode_input(payload.inputs[0])
-        pixels = np.stack(list(self.pool.map(lambda data: decode(data, self.spec), images)))
-        raw = dict(
-            zip(self.output_names, self.session.run(self.output_names, {self.spec.input_name: pixels}), strict=True)
-        )
-        results = classify_results(raw, self.heads, len(images), top_k=5)
+        spec = self.model.spec
+        results = self.model.answer(np.stack(list(self.pool.map(lambda data: decode(data, spec), images))))
         answers = [json.dumps(result, separators=(",", ":")) for result in results]
         return InferenceResponse(
             model_name=self.name,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -25,28 +24,15 @@ from starlette.responses import JSONResponse
 
 from app.preprocess import decode
 from app.schema import ModelMetadata
-from bench.peers.answers import classify_results
+from bench.peers.answers import PeerModel
 
 
-class NaiveModel:
-    """One onnxruntime session and the labels; `classify` answers one request's images."""
-
-    def __init__(self, model: Path, metadata: ModelMetadata, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self.metadata = metadata
-        self.spec = metadata.preprocessing
-        self.heads = {str(h.level): h for h in metadata.heads if h.role == "category"}
+class NaiveModel(PeerModel):
+    """The peer's model; `classify` answers one request's images."""
 
     def classify(self, blobs: list[bytes], top_k: int = 5) -> dict[str, Any]:
         """Decode, one model run, and the top label per category level plus the top-k article types."""
-        pixels = np.stack([decode(b, self.spec) for b in blobs])
-        # Every output, as the service fetches them (attribute heads and embedding included).
-        names = [o.name for o in self.session.get_outputs()]
-        outputs = dict(zip(names, self.session.run(names, {self.spec.input_name: pixels}), strict=True))
-        results = classify_results(outputs, self.heads, len(blobs), top_k)
-        return {"results": results}
+        return {"results": self.answer(np.stack([decode(b, self.spec) for b in blobs]), top_k)}
 
 
 def create_app() -> FastAPI:
@@ -58,7 +44,7 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["model"] = NaiveModel(model_path, metadata, threads)
+        state["model"] = NaiveModel(model_path, threads, metadata)
         yield
 
     app = FastAPI(lifespan=lifespan)

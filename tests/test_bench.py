@@ -507,6 +507,9 @@ def test_peer_answers_are_shaped_as_the_service_answers(
         assert mine["category"]["label"] == theirs["category"]["label"]
         assert [t["label"] for t in mine["top_k"]] == [t["label"] for t in theirs["top_k"]]
         assert [t["score"] for t in mine["top_k"]] == pytest.approx([t["score"] for t in theirs["top_k"]], abs=1e-5)
+    assert [result["index"] for result in peer] == [result["index"] for result in served] == [0, 1, 2]
+    # A batching peer cannot know each image's position in its own request, so it leaves `index` out.
+    assert all("index" not in result for result in classify_results(outputs, heads, 3, 3, indexed=False))
 
 
 def test_peer_answers_import_without_the_service_stack() -> None:

@@ -15,9 +15,13 @@ from app.schema import Head, ModelMetadata
 
 
 def classify_results(
-    logits: dict[str, np.ndarray], heads: dict[str, Head], n_images: int, top_k: int
+    logits: dict[str, np.ndarray], heads: dict[str, Head], n_images: int, top_k: int, indexed: bool = True
 ) -> list[dict[str, Any]]:
-    """Per image: the best label per category level (article at the top) and the top-k article types."""
+    """Per image: the best label per category level (article at the top) and the top-k article types.
+
+    `index` is the image's position in its request, as in Vitrine's answers. A peer whose framework merges
+    several requests into one batch cannot know it (the batch is split back per request after the call),
+    so it passes `indexed=False` and its results carry no `index` rather than one that is wrong."""
     views = {level: HeadView(head) for level, head in heads.items()}
     probs = {level: softmax(np.asarray(logits[v.output], dtype=np.float32)) for level, v in views.items()}
     results: list[dict[str, Any]] = []
@@ -30,7 +34,9 @@ def classify_results(
             else:
                 category[level] = entry
         top = views["article"].top(probs["article"][i], top_k)
-        results.append({"index": i, "status": "ok", "category": category, "top_k": top})
+        result: dict[str, Any] = {"index": i} if indexed else {}
+        result.update(status="ok", category=category, top_k=top)
+        results.append(result)
     return results
 
 
@@ -50,7 +56,7 @@ class PeerModel:
         # Every output, as the service fetches them (attribute heads and embedding included).
         self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def answer(self, pixels: np.ndarray, top_k: int = 5) -> list[dict[str, Any]]:
-        """One model run over a batch of pixels: a /classify result per image."""
+    def answer(self, pixels: np.ndarray, top_k: int = 5, indexed: bool = True) -> list[dict[str, Any]]:
+        """One model run over a batch of pixels: a /classify result per image (`indexed`: see classify_results)."""
         raw = dict(zip(self.outputs, self.session.run(self.outputs, {self.spec.input_name: pixels}), strict=True))
-        return classify_results(raw, self.heads, len(pixels), top_k)
+        return classify_results(raw, self.heads, len(pixels), top_k, indexed)

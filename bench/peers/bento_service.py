@@ -43,6 +43,8 @@ class Classifier:
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)  # type: ignore[untyped-decorator]
     def classify(self, images: list[Path]) -> list[dict[str, Any]]:
-        """One result per image of the merged batch (BentoML splits them back per request)."""
+        """One result per image of the merged batch, without `index` (BentoML splits them back per request)."""
         spec = self.model.spec
-        return self.model.answer(np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), spec), images))))
+        return self.model.answer(
+            np.stack(list(self.pool.map(lambda p: decode(p.read_bytes(), spec), images))), indexed=False
+        )

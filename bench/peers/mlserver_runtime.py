@@ -43,7 +43,9 @@ class Classifier(MLModel):  # type: ignore[misc]
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         images: list[bytes] = Base64Codec.decode_input(payload.inputs[0])
         spec = self.model.spec
-        results = self.model.answer(np.stack(list(self.pool.map(lambda data: decode(data, spec), images))))
+        results = self.model.answer(
+            np.stack(list(self.pool.map(lambda data: decode(data, spec), images))), indexed=False
+        )
         answers = [json.dumps(result, separators=(",", ":")) for result in results]
         return InferenceResponse(
             model_name=self.name,

@@ -1,8 +1,8 @@
-"""Does colour gain from the backbones' earlier layers? A stacked colour model on their pooled features.
+"""Do the heads gain from the backbones' earlier layers? A stacked model on their pooled features (colour by default).
 
 Run from the repository root (about five minutes on 2 cores):
 
-    .venv/bin/python export/results/colour_features.py --work runs/product-classifier \
+    .venv/bin/python export/results/block_features.py --work runs/product-classifier \
         --model models/product-classifier/4/model.onnx
 
 The final features of a fine-tuned backbone may have lost colour detail that earlier layers still hold

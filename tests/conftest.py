@@ -37,7 +37,6 @@ def tiny_settings(tiny_repo: Path) -> Settings:
         model_name="tiny",
         providers="cpu",
         intra_op_threads=1,
-        decode_threads=2,
         max_batch_size=8,
         max_batch_delay_ms=20,
         max_images_per_request=16,

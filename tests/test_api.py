@@ -204,11 +204,12 @@ def test_decode_threads_set_where_they_have_no_effect_are_warned_about(
     tiny_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     """VITRINE_DECODE_THREADS set explicitly while images are decoded on the model threads: a start-up warning."""
+    explicit = Settings(**tiny_settings.model_dump(exclude_unset=True), decode_threads=2)
     warned = []
     for settings in (
-        tiny_settings,  # sets decode_threads=2; the CPU default decodes on the model threads
-        tiny_settings.model_copy(update={"decode_on_model_threads": False}),
-        Settings(**tiny_settings.model_dump(exclude={"decode_threads"})),
+        explicit,  # the CPU default decodes on the model threads
+        explicit.model_copy(update={"decode_on_model_threads": False}),
+        tiny_settings,
     ):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="app.service"), TestClient(create_app(settings)):

@@ -143,6 +143,42 @@ def test_service_and_hpa_point_at_the_deployment() -> None:
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 
+def operator_resource(name: str) -> dict[str, Any]:
+    """A Prometheus Operator resource under deploy/k8s/prometheus-operator/ (kept out of `kubectl apply -f deploy/k8s/`)."""
+    resource: dict[str, Any] = yaml.safe_load((K8S / "prometheus-operator" / name).read_text())
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1"
+    return resource
+
+
+def test_pod_monitor_scrapes_the_pods_under_the_job_the_alerts_read() -> None:
+    monitor = operator_resource("podmonitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
+    pod = k8s_resource("Deployment")["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (container,) = pod["spec"]["containers"]
+    assert endpoint["port"] in {p["name"] for p in container["ports"]}  # the Operator wants the port's name
+    assert endpoint["path"] == pod["metadata"]["annotations"]["prometheus.io/path"]
+    # The job label is the pods' value of jobLabel; VitrineDown and VitrineMemoryHigh select job="vitrine".
+    job = pod_labels[monitor["spec"]["jobLabel"]]
+    selected = {m for rule in alert_rules() for m in re.findall(r'job="([^"]+)"', rule["expr"])}
+    assert selected == {job}
+
+
+def test_prometheus_rule_is_the_alerts_file_unchanged() -> None:
+    rule = operator_resource("prometheusrule.yaml")
+    assert rule["kind"] == "PrometheusRule"
+    alerts = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"] == alerts, (
+        "regenerate: python3 deploy/prometheusrule.py > deploy/k8s/prometheus-operator/prometheusrule.yaml"
+    )
+    generate = subprocess.run(
+        [sys.executable, str(DEPLOY / "prometheusrule.py")], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert generate.stdout == (K8S / "prometheus-operator" / "prometheusrule.yaml").read_text()
+
+
 # ---- docker compose -----------------------------------------------------------------------------------------
 
 

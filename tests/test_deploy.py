@@ -144,7 +144,7 @@ def test_service_and_hpa_point_at_the_deployment() -> None:
 
 
 def operator_resource(name: str) -> dict[str, Any]:
-    """A Prometheus Operator resource under deploy/k8s/prometheus-operator/ (kept out of `kubectl apply -f deploy/k8s/`)."""
+    """A Prometheus Operator resource in deploy/k8s/prometheus-operator/ (outside `kubectl apply -f deploy/k8s/`)."""
     resource: dict[str, Any] = yaml.safe_load((K8S / "prometheus-operator" / name).read_text())
     assert resource["apiVersion"] == "monitoring.coreos.com/v1"
     return resource

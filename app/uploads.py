@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
+    ClientClosed,
     ImageError,
     MalformedBody,
     NoImages,
@@ -37,6 +38,19 @@ async def read_images(request: Request, *, max_images: int, max_bytes: int) -> l
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise PayloadTooLarge(f"the request body is {length} bytes, more than the limit of {max_bytes}")
+    try:
+        blobs = await _read(request, max_images)
+    except ClientDisconnect as exc:  # the client hung up mid-upload: not a server error
+        raise ClientClosed("the client closed the connection while sending the body") from exc
+    if not blobs:
+        raise NoImages(f"the request holds no images; send one or more '{FIELD}' parts or a JSON '{FIELD}' list")
+    if len(blobs) > max_images:
+        raise TooManyImages(f"{len(blobs)} images in one request; the limit is {max_images}")
+    return blobs
+
+
+async def _read(request: Request, max_images: int) -> list[Blob]:
+    """The body's images, by its content type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         blobs: list[Blob] = await _multipart(request, max_images)
@@ -48,10 +62,6 @@ async def read_images(request: Request, *, max_images: int, max_bytes: int) -> l
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted; send multipart/form-data, application/json or image/*"
         )
-    if not blobs:
-        raise NoImages(f"the request holds no images; send one or more '{FIELD}' parts or a JSON '{FIELD}' list")
-    if len(blobs) > max_images:
-        raise TooManyImages(f"{len(blobs)} images in one request; the limit is {max_images}")
     return blobs
 
 
@@ -73,6 +83,8 @@ async def _multipart(request: Request, max_images: int) -> list[Blob]:
         parser.finalize()
     except FormParserError as exc:
         raise MalformedBody(f"the multipart body could not be parsed: {exc}") from exc
+    if not parts.ended:  # python_multipart's finalize() does not check this itself
+        raise MalformedBody("the multipart body ends before its closing boundary (a truncated upload?)")
     return list(parts.blobs)
 
 
@@ -87,6 +99,7 @@ class _ImageParts:
         self._disposition = b""
         self._current: bytearray | None = None  # None while inside a part that is skipped
         self._others = 0
+        self.ended = False  # the closing boundary was read: nothing was cut off
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -97,6 +110,7 @@ class _ImageParts:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -140,6 +154,9 @@ class _ImageParts:
         if self._current is not None:
             self.blobs.append(bytes(self._current))
             self._current = None
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 def _json(body: bytes, max_images: int) -> list[Blob]:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from app.errors import MalformedBody, TooManyImages
+from app.errors import ClientClosed, MalformedBody, TooManyImages
 from app.uploads import MAX_OTHER_PARTS, Blob, read_images
 
 BOUNDARY = "vitrine-test-boundary"
@@ -75,3 +75,31 @@ def test_other_parts_are_bounded() -> None:
 def test_malformed_bodies_are_refused(payload: bytes, content_type: str | None) -> None:
     with pytest.raises(MalformedBody):
         read(payload, content_type=content_type)
+
+
+def test_a_body_cut_before_its_closing_boundary_is_refused_not_shortened(photos: list[bytes]) -> None:
+    """A truncated upload must not be answered for the images that happened to arrive whole."""
+    whole = body(part("images", photos[0]), part("images", photos[1]))
+    assert read(whole) == [photos[0], photos[1]]
+    no_closing = part("images", photos[0]) + part("images", photos[1])
+    for cut in (no_closing, no_closing[: len(no_closing) - 100], part("images", photos[0])[:300], b""):
+        with pytest.raises(MalformedBody, match="closing boundary"):
+            read(cut)
+
+
+def test_a_client_hanging_up_mid_upload_is_client_closed_not_a_server_error(photos: list[bytes]) -> None:
+    messages: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    multipart = f"multipart/form-data; boundary={BOUNDARY}"
+    for ctype, first in (
+        ("image/jpeg", photos[0]),
+        ("application/json", b'{"images": ["'),
+        (multipart, part("images", photos[0])),
+    ):
+        messages[:] = [{"type": "http.request", "body": first[:500], "more_body": True}, {"type": "http.disconnect"}]
+        scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+        with pytest.raises(ClientClosed):
+            asyncio.run(read_images(Request(scope, receive), max_images=8, max_bytes=2**20))

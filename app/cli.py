@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -46,7 +47,8 @@ def serve(argv: list[str]) -> int:
         loop="auto",
         http="auto",
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # uvicorn takes whole seconds: round up, so that a fractional grace is never cut short.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     server = GracefulServer(config)
     server.run()

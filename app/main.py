@@ -145,12 +145,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         )
         work = asyncio.ensure_future(recognizer.recognise(endpoint, blobs, top_k or settings.default_top_k))
         gone = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work.done():
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            raise ClientClosed("the client closed the connection")
+        finally:
+            # On every way out, the client gone or this request cancelled (the server's shutdown grace is over):
+            # queued images are dropped before they reach the model, and no task outlives its request.
+            work.cancel()
             gone.cancel()
-            return work.result()
-        work.cancel()  # the client went away: its queued images are dropped before they reach the model
-        raise ClientClosed("the client closed the connection")
 
     body = images_body(settings.max_images_per_request)
     top_k_query = Query(None, ge=1, le=100, description="How many labels to list per head (default 5).")

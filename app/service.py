@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -14,7 +15,7 @@ import numpy as np
 
 from app.answers import HeadView
 from app.batcher import Batcher, Row
-from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
+from app.errors import DeadlineExceeded, ImageError, NotReady, Overloaded, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
@@ -98,6 +99,7 @@ class Recognizer:
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
+        self._decoding = 0  # images of accepted requests waiting for, or in, the decode pool
         metrics.model_info.info(
             {
                 "name": meta.name,
@@ -223,53 +225,90 @@ class Recognizer:
         }
 
     async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
-        """Answer one request: a result per image in order, per-image errors in place."""
+        """Answer one request: a result per image in order, per-image errors in place.
+
+        Each image counts once in `vitrine_images_total`: `ok`, its own error code, or, when the request fails
+        as a whole, that error's code (`overloaded`, `deadline_exceeded`, `inference_failed`, ...; `cancelled`
+        when the request was cancelled: its client went away, or the shutdown grace ran out)."""
+        try:
+            results, outcomes = await self._recognise(endpoint, blobs, top_k)
+        except VitrineError as error:
+            self.metrics.images.labels(endpoint, error.code).inc(len(blobs))
+            raise
+        except asyncio.CancelledError:
+            self.metrics.images.labels(endpoint, "cancelled").inc(len(blobs))
+            raise
+        except Exception:
+            self.metrics.images.labels(endpoint, "internal_error").inc(len(blobs))
+            raise
+        for outcome, count in outcomes.items():
+            counter = self._answered[endpoint] if outcome == "ok" else self.metrics.images.labels(endpoint, outcome)
+            counter.inc(count)
+        self.answered_images += outcomes["ok"]
+        return {"model": self.model_block, "results": results}
+
+    async def _recognise(
+        self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int
+    ) -> tuple[list[dict[str, Any]], Counter[str]]:
+        """The results in order and how many images had each outcome; raises when the request fails as a whole.
+
+        The deadline runs from here, so that it covers decoding before the batcher too; images waiting to be
+        decoded count against the queue limit as well as those waiting for a batch."""
         if not self.ready:
             raise NotReady("the model is not ready")
-        decoded: list[Any] = blobs  # on the model threads: the bytes go to the batcher, bad base64 stays in place
         pool = self._decode_pool
-        if pool is not None:
-            try:
-                parts = await self._decode(pool, blobs)
-            except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
-                parts = await self._decode(await self._replace_decode_pool(pool), blobs)
-            decoded = [item for items, _ in parts for item in items]
-            for _, seconds in parts:
-                self._observe_decode_times(seconds)
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
-        futures = self.batcher.submit([decoded[i] for i in good]) if good else []
-        rows: dict[int, Row | BaseException] = {}
-        if futures:
-            timeout = self.settings.request_timeout_ms / 1000
-            try:
-                done = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout)
-            except TimeoutError as exc:
-                for future in futures:
-                    future.cancel()  # queued images of this request are skipped by the batcher
-                raise DeadlineExceeded(f"the images were not processed within {timeout:g}s") from exc
-            rows = dict(zip(good, done, strict=True))
+        if pool is not None and self._decoding + self.batcher.depth + len(blobs) > self.settings.max_queue_size:
+            raise Overloaded("the service is at capacity; retry shortly", headers={"Retry-After": "1"})
+        timeout = self.settings.request_timeout_ms / 1000
+        futures: list[asyncio.Future[Row]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                decoded: list[Any] = blobs  # on the model threads: the bytes go to the batcher
+                if pool is not None:
+                    decoded = await self._decode_stage(pool, blobs)
+                good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+                futures = self.batcher.submit([decoded[i] for i in good]) if good else []
+                done = await asyncio.gather(*futures, return_exceptions=True)
+        except TimeoutError as exc:
+            for future in futures:
+                future.cancel()  # queued images of this request are skipped by the batcher
+            raise DeadlineExceeded(f"the images were not processed within {timeout:g}s") from exc
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        rows: dict[int, Row | BaseException] = dict(zip(good, done, strict=True))
         results = []
-        answered = 0
+        outcomes: Counter[str] = Counter()
         for index, item in enumerate(decoded):
             outcome = rows.get(index, item)
             if isinstance(outcome, dict):
                 results.append(self._result(endpoint, index, outcome, top_k))
-                answered += 1
+                outcomes["ok"] += 1
             elif isinstance(outcome, ImageError):
                 results.append(
                     {"index": index, "status": "error", "error": {"code": outcome.code, "message": outcome.message}}
                 )
-                self.metrics.images.labels(endpoint, outcome.code).inc()
-            elif isinstance(outcome, VitrineError):
-                self.metrics.images.labels(endpoint, outcome.code).inc()
-                raise outcome  # the batch failed: the request fails as a whole (500)
+                outcomes[outcome.code] += 1
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a batch failed (InferenceFailed): the request fails as a whole (500)
             else:
-                self.metrics.images.labels(endpoint, "internal_error").inc()
-                raise outcome if isinstance(outcome, BaseException) else RuntimeError("unexpected decode result")
-        if answered:
-            self._answered[endpoint].inc(answered)
-            self.answered_images += answered
-        return {"model": self.model_block, "results": results}
+                raise RuntimeError("unexpected decode result")
+        return results, outcomes
+
+    async def _decode_stage(self, pool: Executor, blobs: list[bytes | ImageError]) -> list[Any]:
+        """Decode a request's images on the decode pool, counted against the queue limit while they wait."""
+        self._decoding += len(blobs)
+        try:
+            try:
+                parts = await self._decode(pool, blobs)
+            except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
+                parts = await self._decode(await self._replace_decode_pool(pool), blobs)
+        finally:
+            self._decoding -= len(blobs)
+        for _, seconds in parts:
+            self._observe_decode_times(seconds)
+        return [item for items, _ in parts for item in items]
 
     def _result(self, endpoint: Endpoint, index: int, row: Row, top_k: int) -> dict[str, Any]:
         if endpoint == "classify":

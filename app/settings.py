@@ -121,12 +121,25 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(
         5.0, ge=0.0, le=1000.0, description="Longest an image waits for others to fill its batch."
     )
-    max_queue_size: int = Field(512, ge=1, le=100_000, description="Images waiting beyond which requests get 503.")
+    max_queue_size: int = Field(
+        512,
+        ge=1,
+        le=100_000,
+        description="Images waiting beyond which requests get 503: waiting for a batch, and with decode threads "
+        "or processes also waiting to be decoded.",
+    )
     request_timeout_ms: float = Field(
-        30_000.0, gt=0, le=600_000, description="Deadline for a request's images; queued work past it gets 504."
+        30_000.0,
+        gt=0,
+        le=600_000,
+        description="Deadline for a request's images, from when its body has been read (decoding included); "
+        "queued work past it gets 504.",
     )
     max_images_per_request: int = Field(
-        256, ge=1, le=10_000, description="Most images in one request (at most half the queue by default)."
+        256,
+        ge=1,
+        le=10_000,
+        description="Most images in one request (half the queue by default; at most max_queue_size).",
     )
     max_image_bytes: int = Field(10 * 2**20, ge=1024, description="Largest single image in bytes.")
     max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body in bytes.")
@@ -135,7 +148,11 @@ class Settings(BaseSettings):
     )
     default_top_k: int = Field(5, ge=1, le=100, description="top_k when the request does not say.")
     shutdown_grace_s: float = Field(
-        30.0, ge=0.0, le=600.0, description="On SIGTERM, time to finish accepted requests before exiting."
+        30.0,
+        ge=0.0,
+        le=600.0,
+        description="On SIGTERM, time to finish accepted requests before exiting (whole seconds; a fraction "
+        "rounds up).",
     )
     api_keys: SecretStr = Field(
         SecretStr(""),
@@ -151,6 +168,16 @@ class Settings(BaseSettings):
     def _one_place_to_decode(self) -> Settings:
         if self.decode_on_model_threads and self.decode_processes:
             raise ValueError("decode_on_model_threads and decode_processes exclude each other: pick one")
+        return self
+
+    @model_validator(mode="after")
+    def _requests_fit_the_queue(self) -> Settings:
+        # A request larger than the queue could never be accepted: it would get 503 and Retry-After forever.
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) is larger than max_queue_size "
+                f"({self.max_queue_size}): such a request could never be queued"
+            )
         return self
 
     def layout(self, cuda: bool) -> Layout:

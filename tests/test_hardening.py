@@ -8,19 +8,25 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from pydantic import ValidationError
 
 from app.errors import ImageError
 from app.main import create_app
 from app.settings import Settings
 from bench.procstat import descendants, pid_stats
-from tests.test_server import free_port
+from tests.test_server import free_port, metric
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,10 +71,14 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
             return answer
 
         client.app.state.recognizer.batcher._run_batch = failing_once  # type: ignore[attr-defined]
-        failed = client.post("/classify", files=jpeg_files(photos, 2))
+        files = [*jpeg_files(photos, 2), ("images", ("note.txt", b"not an image", "image/jpeg"))]
+        failed = client.post("/classify", files=files)
         assert failed.status_code == 500
         assert failed.json()["error"]["code"] == "inference_failed"
         assert "/internal/path" not in failed.text
+        # Every image of the failed request counts once, under the error its client got.
+        text = client.get("/metrics").text
+        assert metric(text, 'vitrine_images_total{endpoint="classify",outcome="inference_failed"}') == 3
         assert client.post("/classify", files=jpeg_files(photos, 2)).status_code == 200
         assert client.get("/health/ready").status_code == 200
 
@@ -88,12 +98,146 @@ def test_work_past_the_deadline_gets_504(tiny_settings: Settings, photos: list[b
         assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
 
 
+def metrics_text(app: Any) -> str:
+    return generate_latest(app.state.metrics.registry).decode()
+
+
+def held_model_runs(client: TestClient) -> threading.Event:
+    """Make the app's model runs wait until the returned event is set (the queue then fills behind them)."""
+    batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+    real_run = batcher._run_batch
+    release = threading.Event()
+
+    def held(batch: np.ndarray) -> dict[str, np.ndarray]:
+        release.wait(30)
+        return real_run(batch)  # type: ignore[no-any-return]
+
+    batcher._run_batch = held
+    return release
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def test_a_full_queue_answers_503_with_retry_after(tiny_settings: Settings, photos: list[bytes]) -> None:
-    settings = Settings(**{**tiny_settings.model_dump(), "max_queue_size": 4})
-    with TestClient(create_app(settings)) as client:
-        response = client.post("/classify", files=jpeg_files(photos, 5))
-        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-        assert response.json()["error"]["code"] == "overloaded"
+    settings = Settings(**{**tiny_settings.model_dump(), "max_queue_size": 4, "max_images_per_request": 4})
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(2) as pool:
+        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        release = held_model_runs(client)
+        running = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))  # taken into a (held) run
+        wait_for(lambda: len(batcher._in_flight) == 1 and batcher.depth == 0)
+        queued = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))  # fills the queue
+        wait_for(lambda: batcher.depth == 4)
+        response = client.post("/classify", files=jpeg_files(photos, 1))
+        release.set()
+        assert running.result().status_code == 200 and queued.result().status_code == 200
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "overloaded"
+
+
+def test_requests_larger_than_the_queue_are_refused_at_start(tiny_settings: Settings) -> None:
+    """Such a request could never be queued: it would get 503 and Retry-After forever, even on an idle service."""
+    with pytest.raises(ValidationError, match="could never be queued"):
+        Settings(**{**tiny_settings.model_dump(), "max_queue_size": 4, "max_images_per_request": 5})
+
+
+def test_decoding_before_the_batcher_counts_against_the_queue_and_the_deadline(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """With decode threads (the CUDA layout), images waiting to be decoded are bounded by max_queue_size and
+    their request by request_timeout_ms, as images waiting for a batch are."""
+    settings = Settings(
+        **{
+            **tiny_settings.model_dump(),
+            "decode_on_model_threads": False,
+            "decode_threads": 1,
+            "max_queue_size": 4,
+            "max_images_per_request": 2,
+            "request_timeout_ms": 600,
+        }
+    )
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(4) as pool:
+        recognizer = client.app.state.recognizer  # type: ignore[attr-defined]
+        real_decode = recognizer._decode_chunk
+
+        def slow_decode(blobs: list[bytes]) -> Any:
+            time.sleep(0.25 * len(blobs))  # stands in for large photos on a busy host
+            return real_decode(blobs)
+
+        recognizer._decode_chunk = slow_decode
+        slow = [pool.submit(client.post, "/classify", files=jpeg_files(photos, 2)) for _ in range(2)]
+        wait_for(lambda: recognizer._decoding == 4)
+        refused = client.post("/classify", files=jpeg_files(photos, 1))
+        statuses = sorted(f.result().status_code for f in slow)
+        text = client.get("/metrics").text
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+    # One thread decodes 2 images in 0.5 s: the first request is answered, the second (1 s) runs past 0.6 s.
+    assert statuses == [200, 504]
+    assert metric(text, 'vitrine_images_total{endpoint="classify",outcome="deadline_exceeded"}') == 2
+    assert metric(text, 'vitrine_images_total{endpoint="classify",outcome="overloaded"}') == 1
+
+
+def test_a_cancelled_request_leaves_no_task_behind_and_its_queued_images_never_run(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """What uvicorn does when VITRINE_SHUTDOWN_GRACE_S runs out: it cancels the request's task."""
+
+    async def scenario() -> tuple[list[str], int, float]:
+        app = create_app(tiny_settings)
+        async with app.router.lifespan_context(app):
+            batcher = app.state.recognizer.batcher
+            real_run, runs = batcher._run_batch, []
+
+            def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
+                time.sleep(0.3)
+                runs.append(len(batch))
+                return real_run(batch)  # type: ignore[no-any-return]
+
+            batcher._run_batch = slow
+            messages = [{"type": "http.request", "body": photos[0], "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop(0)
+                await asyncio.sleep(3600)  # the connection stays open
+                raise AssertionError
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                pass
+
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                "scheme": "http", "path": "/classify", "raw_path": b"/classify", "query_string": b"",
+                "root_path": "", "headers": [(b"content-type", b"image/jpeg")], "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 8000), "state": {},
+            }  # fmt: skip
+            before = asyncio.all_tasks()
+            # The first request's image is taken into a (slow) run; the second waits in the queue.
+            first = asyncio.create_task(app(dict(scope), receive, send))
+            await asyncio.sleep(0.1)
+            messages.append({"type": "http.request", "body": photos[1], "more_body": False})
+            second = asyncio.create_task(app(dict(scope), receive, send))
+            await asyncio.sleep(0.1)
+            for task in (first, second):
+                task.cancel()
+            await asyncio.gather(first, second, return_exceptions=True)
+            await asyncio.sleep(0.05)
+            current = asyncio.current_task()
+            left = [
+                getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks() - before if t is not current
+            ]
+            await asyncio.sleep(0.5)  # the run in flight ends; the queued image must not get one
+            text = metrics_text(app)
+            return left, len(runs), metric(text, 'vitrine_images_total{endpoint="classify",outcome="cancelled"}')
+
+    left, runs, cancelled = asyncio.run(scenario())
+    assert set(left) <= {"Batcher._run"}  # only the model run already in flight, which cannot be stopped
+    assert runs == 1
+    assert cancelled == 2
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

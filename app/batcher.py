@@ -119,6 +119,18 @@ class Batcher:
         self._wakeup.set()
         return futures
 
+    def discard(self, futures: Sequence[asyncio.Future[Row]]) -> None:
+        """Cancel a request's futures (deadline passed, client gone) and take its images out of the queue
+        at once, so that they no longer hold queue capacity while every model thread is busy."""
+        gone = set()
+        for future in futures:
+            future.cancel()
+            gone.add(id(future))
+        kept = [item for item in self._queue if id(item.future) not in gone]
+        if len(kept) != len(self._queue):
+            self._queue = deque(kept)
+            self._metrics.queue_depth.set(len(self._queue))
+
     async def stop(self) -> None:
         """Stop taking work, finish what is queued and in flight, then release the model threads."""
         self._closing = True
@@ -151,6 +163,8 @@ class Batcher:
             while self._idle == 0:
                 self._worker_free.clear()
                 await self._worker_free.wait()
+            if not self._queue:
+                continue  # emptied meanwhile (`discard`)
             # Then wait until the batch is full or the oldest image's delay budget is spent.
             deadline = self._queue[0].enqueued + self.max_delay_s
             while len(self._queue) < self.max_batch_size and not self._closing:

@@ -145,12 +145,13 @@ class Recognizer:
         seen: set[int] = set()
         deadline = time.monotonic() + DECODE_START_S
         while len(seen) < self._decode_workers:
-            if time.monotonic() > deadline:
+            tasks = (loop.run_in_executor(self._decode_pool, started_worker) for _ in range(self._decode_workers))
+            try:  # a process that hangs while starting must fail the start, not hold it for ever
+                seen.update(await asyncio.wait_for(asyncio.gather(*tasks), max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
                 raise RuntimeError(
                     f"{len(seen)} of {self._decode_workers} decode processes started within {DECODE_START_S:g}s"
-                )
-            tasks = (loop.run_in_executor(self._decode_pool, started_worker) for _ in range(self._decode_workers))
-            seen.update(await asyncio.gather(*tasks))
+                ) from None
 
     async def _decode(
         self, pool: Executor, blobs: list[bytes | ImageError]
@@ -270,12 +271,10 @@ class Recognizer:
                 futures = self.batcher.submit([decoded[i] for i in good]) if good else []
                 done = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError as exc:
-            for future in futures:
-                future.cancel()  # queued images of this request are skipped by the batcher
+            self.batcher.discard(futures)  # queued images of this request never reach the model
             raise DeadlineExceeded(f"the images were not processed within {timeout:g}s") from exc
         except asyncio.CancelledError:
-            for future in futures:
-                future.cancel()
+            self.batcher.discard(futures)
             raise
         rows: dict[int, Row | BaseException] = dict(zip(good, done, strict=True))
         results = []

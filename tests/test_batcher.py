@@ -249,3 +249,31 @@ def test_prepare_runs_on_the_model_thread_and_fails_only_its_bad_items() -> None
         assert threads and all(name.startswith("vitrine-model") for name in threads)
 
     asyncio.run(scenario())
+
+
+def test_discarded_images_leave_the_queue_at_once_and_batching_goes_on() -> None:
+    """`discard` (a request past its deadline, or gone) frees its queue places while the model thread is busy,
+    even when it empties the queue the batcher is waiting on, and the images never run."""
+
+    async def scenario() -> None:
+        model = Model(delay_s=0.2)
+        batcher = await started(make(model, max_batch_size=2, max_queue_size=4))
+        running = batcher.submit([item(1), item(2)])  # taken into the one model thread's batch
+        await asyncio.sleep(0.05)
+        waiting = batcher.submit([item(3), item(4), item(5), item(6)])  # the queue is full
+        await asyncio.sleep(0.01)  # the batcher now waits for the busy model thread
+        with pytest.raises(Overloaded):
+            batcher.submit([item(7)])
+        batcher.discard(waiting[:2])
+        assert batcher.depth == 2 and all(f.cancelled() for f in waiting[:2])
+        later = batcher.submit([item(7), item(8)])
+        batcher.discard([*waiting[2:], *later])  # everything queued: the batcher waits on an empty queue
+        assert batcher.depth == 0
+        assert [int(r["id"]) for r in await asyncio.gather(*running)] == [1, 2]
+        await asyncio.sleep(0.05)  # the model thread is free again, with nothing left to batch
+        (last,) = batcher.submit([item(9)])
+        assert int((await asyncio.wait_for(last, 5))["id"]) == 9
+        await batcher.stop()
+        assert sorted(model.sizes) == [1, 2]  # the discarded images never ran
+
+    asyncio.run(scenario())

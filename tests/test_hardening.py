@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +306,56 @@ def test_the_service_is_ready_only_once_every_decode_process_left_its_process_gr
 
     groups = asyncio.run(started())
     assert len(groups) == 4 and os.getpgrp() not in groups.values(), groups
+
+
+def test_decode_processes_that_hang_while_starting_fail_the_start_in_time(
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each round of start-up tasks is bounded by what is left of DECODE_START_S, not only checked between rounds."""
+    import app.service
+    from app.metrics import Metrics
+    from app.service import Recognizer
+
+    monkeypatch.setattr(app.service, "DECODE_START_S", 1.0)
+    monkeypatch.setattr(app.service, "started_worker", partial(time.sleep, 20))  # a process that never reports
+    settings = tiny_settings.model_copy(update={"decode_processes": 2})
+
+    async def start() -> Recognizer:
+        recognizer = Recognizer(settings, Metrics())
+        await recognizer.start()
+        return recognizer
+
+    recognizer: Recognizer | None = None
+    began = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="decode processes started within 1s"):
+            recognizer = asyncio.run(start())
+        assert time.monotonic() - began < 10  # before the fix: the 20 s of the hung processes
+    finally:
+        for pid in descendants([os.getpid()], pid_stats()) - {os.getpid()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert recognizer is None
+
+
+def test_a_timed_out_request_frees_its_queue_places_at_once(tiny_settings: Settings, photos: list[bytes]) -> None:
+    """Its images leave the queue when it gets 504, not when a model thread comes by to skip them."""
+    settings = Settings(
+        **{**tiny_settings.model_dump(), "max_queue_size": 4, "max_images_per_request": 4, "request_timeout_ms": 300}
+    )
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(2) as pool:
+        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        release = held_model_runs(client)
+        running = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))  # in a held run
+        wait_for(lambda: len(batcher._in_flight) == 1 and batcher.depth == 0)
+        timed_out = client.post("/classify", files=jpeg_files(photos, 4))  # queued, then past its deadline
+        assert batcher.depth == 0
+        accepted = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))
+        wait_for(lambda: batcher.depth == 4)
+        release.set()
+        assert running.result().status_code == 504  # held past its own deadline
+        assert timed_out.status_code == 504
+        assert accepted.result().status_code == 200  # before: 503, the dead images still held the queue
 
 
 def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(

@@ -11,23 +11,26 @@ OPS_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+def presented_keys(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Every key the request presents, from `Authorization: Bearer <key>` and `X-API-Key: <key>` headers.
+
+    All of them, not the first: a proxy may add its own bearer token before the client's X-API-Key."""
+    keys = []
     for name, value in headers:
         if name == b"x-api-key":
-            return value.strip()
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].strip()
-    return None
+            keys.append(value.strip())
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
+            keys.append(value[7:].strip())
+    return keys
 
 
-def key_is_valid(key: bytes | None, keys: list[bytes]) -> bool:
-    """Compare against every configured key without short-circuiting, so timing reveals nothing."""
-    if key is None:
-        return False
+def key_is_valid(presented: list[bytes], keys: list[bytes]) -> bool:
+    """Compare every presented key against every configured one without short-circuiting, so that timing
+    reveals nothing."""
     valid = False
-    for candidate in keys:
-        valid |= hmac.compare_digest(key, candidate)
+    for key in presented:
+        for candidate in keys:
+            valid |= hmac.compare_digest(key, candidate)
     return valid
 
 
@@ -43,7 +46,7 @@ class ApiKeys:
         if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        if key_is_valid(presented_key(scope["headers"]), self.keys):
+        if key_is_valid(presented_keys(scope["headers"]), self.keys):
             await self.app(scope, receive, send)
             return
         body = orjson.dumps({"error": {"code": "unauthorized", "message": "a valid API key is required"}})

@@ -47,11 +47,11 @@ class Metrics:
         self.queue_wait = Histogram(
             "vitrine_queue_wait_seconds",
             "Time an image waited in the batch queue.",
-            buckets=FAST_BUCKETS,
+            buckets=LATENCY_BUCKETS,  # up to the request deadline: an overloaded queue waits for seconds
             registry=r,
         )
         self.inference_duration = Histogram(
-            "vitrine_inference_duration_seconds", "Model run time per batch.", buckets=FAST_BUCKETS, registry=r
+            "vitrine_inference_duration_seconds", "Model run time per batch.", buckets=LATENCY_BUCKETS, registry=r
         )
         self.decode_duration = Histogram(
             "vitrine_decode_duration_seconds",
@@ -60,4 +60,9 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("vitrine_queue_depth", "Images waiting in the batch queue.", registry=r)
+        self.model_failing = Gauge(
+            "vitrine_model_failing",
+            "1 while the last model runs all failed (readiness is then false until a check run succeeds), else 0.",
+            registry=r,
+        )
         self.model_info = Info("vitrine_model", "The model being served.", registry=r)

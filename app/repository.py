@@ -38,7 +38,12 @@ def versions(repository: Path, name: str) -> list[int]:
     folder = repository / name
     if not folder.is_dir():
         return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / METADATA_FILE).is_file())
+    # Plain ASCII digits without leading zeros: `int()` refuses "²", and "001" would be read back from "1".
+    return sorted(
+        int(p.name)
+        for p in folder.iterdir()
+        if p.name.isascii() and p.name.isdigit() and str(int(p.name)) == p.name and (p / METADATA_FILE).is_file()
+    )
 
 
 def resolve(repository: Path, name: str, version: int | None = None) -> ModelVersion:

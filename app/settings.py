@@ -171,6 +171,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _keys_when_asked_for(self) -> Settings:
+        # A value such as " , " would otherwise turn authentication off without a word.
+        if self.api_keys.get_secret_value().strip() and not self.key_list():
+            raise ValueError("api_keys is set but holds no key: give comma-separated keys, or leave it empty")
+        return self
+
+    @model_validator(mode="after")
     def _requests_fit_the_queue(self) -> Settings:
         # A request larger than the queue could never be accepted: it would get 503 and Retry-After forever.
         if self.max_images_per_request > self.max_queue_size:

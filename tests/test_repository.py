@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ def test_highest_version_is_the_default(tmp_path: Path) -> None:
     make_repository(tmp_path, version=1)
     make_repository(tmp_path, version=3)
     (tmp_path / "tiny" / "notes").mkdir()
+    # Folders that only look numeric are not versions: "²" (int() refuses it), "007" (read back as "7").
+    for odd in ("²", "007"):
+        shutil.copytree(tmp_path / "tiny" / "1", tmp_path / "tiny" / odd)
     assert versions(tmp_path, "tiny") == [1, 3]
     assert resolve(tmp_path, "tiny").metadata.version == 3
     assert resolve(tmp_path, "tiny", 1).folder == tmp_path / "tiny" / "1"

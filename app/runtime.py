@@ -94,10 +94,12 @@ class Runtime:
         self.precision = choose_precision(version, precision, providers)
         options = session_options(intra_op_threads, spinning=spinning, memory_pattern=memory_pattern)
         self.session, self.provider = self._open(version, providers, options)
-        if precision == "auto" and self.provider != "cuda" and self.precision == "fp16":
-            # CUDA is compiled in but not usable (no GPU or libraries): take the CPU's file instead.
-            self.precision = choose_precision(version, "auto", "cpu")
-            self.session, self.provider = self._open(version, "cpu", options)
+        if precision == "auto" and self.provider != "cuda":
+            cpu_choice = choose_precision(version, "auto", "cpu")
+            if self.precision != cpu_choice:
+                # CUDA is compiled in but not usable (no GPU or libraries): take the file the CPU would take.
+                self.precision = cpu_choice
+                self.session, self.provider = self._open(version, "cpu", options)
         self._check_signature()
         self._padded_sizes: list[int] = []
         self.head_outputs = [h.output for h in self.metadata.heads]
@@ -143,15 +145,27 @@ class Runtime:
         if len(shape) != 4 or list(shape[1:]) != [spec.size, spec.size, 3]:
             raise ModelLoadError(f"model input shape is {shape}, expected [batch, {spec.size}, {spec.size}, 3]")
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        undeclared = []
         for head in self.metadata.heads:
             if head.output not in outputs:
                 raise ModelLoadError(f"model has no output {head.output!r} for head {head.name}")
-            width = outputs[head.output][-1]
+            width = outputs[head.output][-1] if outputs[head.output] else None
             if isinstance(width, int) and width != len(head.labels):
                 raise ModelLoadError(f"output {head.output!r} has {width} classes, metadata lists {len(head.labels)}")
+            if not isinstance(width, int):
+                undeclared.append(head)
         embedding = self.metadata.embedding_output
         if embedding and embedding not in outputs:
             raise ModelLoadError(f"model has no embedding output {embedding!r}")
+        if undeclared:  # the graph does not say its widths: run one image and look
+            white = np.full((1, spec.size, spec.size, 3), 255, dtype=np.uint8)
+            names = [h.output for h in undeclared]
+            for head, value in zip(undeclared, self.session.run(names, {spec.input_name: white}), strict=True):
+                if value.shape != (1, len(head.labels)):
+                    raise ModelLoadError(
+                        f"output {head.output!r} gives shape {list(value.shape)[1:]} per image, metadata lists "
+                        f"{len(head.labels)} classes"
+                    )
 
     def batch_shapes(self, max_batch_size: int) -> list[int]:
         """Batch sizes the session will see. On CPU any size runs as it is. On CUDA every new shape costs

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import helper
 
 from app.errors import ModelLoadError
 from app.repository import resolve
@@ -41,6 +45,48 @@ def test_labels_that_do_not_match_the_outputs_are_refused(tiny_repo: Path) -> No
     meta.write(folder)
     with pytest.raises(ModelLoadError, match="classes"):
         load(tiny_repo)
+
+
+def test_labels_that_do_not_match_outputs_of_undeclared_width_are_refused(tiny_repo: Path) -> None:
+    """A graph whose output shape is computed at run time declares no width: one image is run to check it."""
+    folder = tiny_repo / "tiny" / "1"
+    model = onnx.load(str(folder / "model.onnx"))
+    for node in model.graph.node:
+        if list(node.output) == ["articleType"]:
+            node.output[0] = "article_raw"
+    model.graph.node.extend(
+        [
+            helper.make_node("Shape", ["article_raw"], ["article_shape"]),
+            helper.make_node("Reshape", ["article_raw", "article_shape"], ["articleType"]),
+        ]
+    )
+    (declared,) = [o for o in model.graph.output if o.name == "articleType"]
+    declared.type.tensor_type.ClearField("shape")
+    onnx.save(model, str(folder / "model.onnx"))
+    assert load(tiny_repo).run(np.full((2, 32, 32, 3), 9, dtype=np.uint8))["articleType"].shape == (2, 5)
+    meta = ModelMetadata.read(folder)
+    meta.heads[0].labels = meta.heads[0].labels[:3]
+    meta.write(folder)
+    with pytest.raises(ModelLoadError, match="metadata lists 3 classes"):
+        load(tiny_repo)
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider")
+def test_a_cuda_build_without_a_usable_gpu_serves_the_cpu_file(
+    tiny_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu on a host without a GPU falls back to the CPU: `auto` then takes the file the CPU
+    would take (INT8), also for a model without an FP16 file."""
+    folder = tiny_repo / "tiny" / "1"
+    shutil.copy(folder / "model.onnx", folder / "model.int8.onnx")
+    meta = ModelMetadata.read(folder)
+    meta.files = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    meta.write(folder)
+    real = ort.get_available_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
+    monkeypatch.setattr(ort, "preload_dlls", lambda *args, **kwargs: None, raising=False)
+    runtime = load(tiny_repo, providers="auto")
+    assert (runtime.provider, runtime.precision, runtime.path.name) == ("cpu", "int8", "model.int8.onnx")
 
 
 def test_wrong_input_size_is_refused(tiny_repo: Path) -> None:

@@ -72,6 +72,7 @@ class Batcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.failed_runs_in_a_row = 0  # model runs that raised since the last one that did not
 
     @property
     def running(self) -> bool:
@@ -118,6 +119,18 @@ class Batcher:
         self._metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
         return futures
+
+    async def probe(self, pixels: np.ndarray, timeout_s: float) -> bool:
+        """Run one batch on a model thread, outside the queue: does the model answer again? A success counts
+        as a run that did not fail."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._executor, self._run_batch, pixels), timeout_s)
+        except Exception:
+            log.warning("readiness probe: the model run still fails", exc_info=True)
+            return False
+        self.failed_runs_in_a_row = 0
+        return True
 
     def discard(self, futures: Sequence[asyncio.Future[Row]]) -> None:
         """Cancel a request's futures (deadline passed, client gone) and take its images out of the queue
@@ -219,11 +232,13 @@ class Batcher:
                     self._executor, self._execute, [i.payload for i in batch]
                 )
             except Exception:  # one failed batch fails its items only; the workers keep serving
+                self.failed_runs_in_a_row += 1
                 log.exception("model run failed for a batch of %d images", len(batch))
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(InferenceFailed("the model failed on this batch"))
                 return
+            self.failed_runs_in_a_row = 0
             row = 0
             for k, item in enumerate(batch):
                 if k in failed:

@@ -106,7 +106,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.recognizer = None
     # Outermost last: metrics see every answer, 401s included; the key check runs before any body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(ApiKeys, keys=settings.key_list(), protect_ops=settings.protect_ops_endpoints)
+    keys = settings.key_list()
+    app.add_middleware(ApiKeys, keys=keys, protect_ops=settings.protect_ops_endpoints)
+    if keys:
+        open_paths = "the API docs" if settings.protect_ops_endpoints else "the API docs, health and metrics"
+        log.info("API keys: %d configured; open without a key: %s", len(keys), open_paths)
+    else:
+        log.info("API keys: none configured, every endpoint is open")
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     @app.exception_handler(VitrineError)
@@ -132,14 +138,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal error")
 
-    def recognizer_of(request: Request) -> Recognizer:
+    async def recognizer_of(request: Request) -> Recognizer:
         recognizer: Recognizer | None = request.app.state.recognizer
+        if recognizer is not None:
+            await recognizer.check_model()  # only while model runs keep failing: has the model recovered?
         if recognizer is None or not recognizer.ready:
             raise NotReady("the model is not ready", headers={"Retry-After": "1"})
         return recognizer
 
     async def answer(request: Request, endpoint: Endpoint, top_k: int | None) -> dict[str, Any]:
-        recognizer = recognizer_of(request)
+        recognizer = await recognizer_of(request)
         blobs = await read_images(
             request, max_images=settings.max_images_per_request, max_bytes=settings.max_request_bytes
         )
@@ -189,7 +197,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         "/health/ready", summary="Readiness: model loaded, warmed up, batcher running", responses={503: ERRORS[503]}
     )
     async def ready(request: Request) -> dict[str, Any]:
-        recognizer = recognizer_of(request)
+        recognizer = await recognizer_of(request)
         return {"status": "ready", "model": recognizer.model_block, "warmed_batch_sizes": recognizer.warmed_batch_sizes}
 
     @app.get("/models", summary="The model served: version, provider in use, input, heads and labels")

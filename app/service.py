@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 Endpoint = Literal["classify", "attributes"]
 DECODE_START_S = 60.0  # a spawned process imports numpy and Pillow: a second or two, longer on a loaded host
+FAILING_RUNS = 3  # model runs failed in a row after which the replica reports not ready
+PROBE_TIMEOUT_S = 10.0  # a check of a failing model that takes longer leaves it failing
 
 
 def serving_layout(settings: Settings) -> Layout:
@@ -100,6 +102,8 @@ class Recognizer:
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
         self._decoding = 0  # images of accepted requests waiting for, or in, the decode pool
+        self._checking = asyncio.Lock()
+        metrics.model_failing.set_function(lambda: float(self.model_failing))
         metrics.model_info.info(
             {
                 "name": meta.name,
@@ -111,8 +115,23 @@ class Recognizer:
 
     @property
     def ready(self) -> bool:
-        """True once warmed up and while the batcher accepts work."""
-        return bool(self.warmed_batch_sizes) and self.batcher.running
+        """True once warmed up, while the batcher accepts work and while the model runs (not FAILING_RUNS
+        failed runs in a row: see `check_model`)."""
+        return bool(self.warmed_batch_sizes) and self.batcher.running and not self.model_failing
+
+    @property
+    def model_failing(self) -> bool:
+        return self.batcher.failed_runs_in_a_row >= FAILING_RUNS
+
+    async def check_model(self) -> None:
+        """While the model is failing, try it once (one white image, on a model thread) so that readiness can
+        come back: a replica out of its load balancer gets no requests to show that it recovered. One check at a
+        time; readiness probes pace them."""
+        if not self.model_failing or self._checking.locked():
+            return
+        async with self._checking:
+            size = self.spec.size
+            await self.batcher.probe(np.full((1, size, size, 3), 255, dtype=np.uint8), PROBE_TIMEOUT_S)
 
     async def start(self) -> None:
         """Start the decode processes (if any), warm up every batch shape the service will run (on each model

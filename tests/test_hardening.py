@@ -51,6 +51,13 @@ def test_api_keys_guard_the_model_endpoints(tiny_settings: Settings, photos: lis
         assert ok.status_code == 200
         assert client.get("/health/ready").status_code == 200 and client.get("/metrics").status_code == 200
         assert 'vitrine_requests_total{endpoint="classify",status="401"} 2.0' in client.get("/metrics").text
+        # Any valid key among those presented passes: a proxy's own bearer token first, the client's key after.
+        both = httpx.Headers([("Authorization", "Bearer proxy-token"), ("X-API-Key", "alpha")])
+        assert client.post("/classify", files=jpeg_files(photos), headers=both).status_code == 200
+        wrong = httpx.Headers([("X-API-Key", ""), ("X-API-Key", "wrong")])
+        assert client.post("/classify", files=jpeg_files(photos), headers=wrong).status_code == 401
+    with pytest.raises(ValidationError, match="holds no key"):
+        Settings(**{**tiny_settings.model_dump(), "api_keys": " , "})
     protected = Settings(**{**tiny_settings.model_dump(), "api_keys": "alpha", "protect_ops_endpoints": True})
     with TestClient(create_app(protected)) as client:
         assert client.get("/metrics").status_code == 401
@@ -83,6 +90,31 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
         assert metric(text, 'vitrine_images_total{endpoint="classify",outcome="inference_failed"}') == 3
         assert client.post("/classify", files=jpeg_files(photos, 2)).status_code == 200
         assert client.get("/health/ready").status_code == 200
+
+
+def test_a_model_that_keeps_failing_makes_the_replica_not_ready_until_it_answers_again(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    """README: readiness is false whenever no model is usable. Three failed runs in a row take the replica out
+    of its load balancer; each readiness probe (or request) then tries the model once, and it comes back."""
+    with TestClient(create_app(tiny_settings)) as client:
+        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        real_run = batcher._run_batch
+
+        def broken(batch: np.ndarray) -> dict[str, np.ndarray]:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        batcher._run_batch = broken
+        statuses = [client.post("/classify", files=jpeg_files(photos, 1)).status_code for _ in range(4)]
+        assert statuses == [500, 500, 500, 503]  # the fourth is refused before it reaches the model
+        not_ready = client.get("/health/ready")  # its check run fails too
+        assert not_ready.status_code == 503 and not_ready.json()["error"]["code"] == "not_ready"
+        assert client.get("/health/live").status_code == 200
+        assert metric(client.get("/metrics").text, "vitrine_model_failing") == 1
+        batcher._run_batch = real_run  # the model answers again (the GPU came back, say)
+        assert client.get("/health/ready").status_code == 200
+        assert metric(client.get("/metrics").text, "vitrine_model_failing") == 0
+        assert client.post("/classify", files=jpeg_files(photos, 2)).status_code == 200
 
 
 def test_work_past_the_deadline_gets_504(tiny_settings: Settings, photos: list[bytes]) -> None:
@@ -333,8 +365,9 @@ def test_decode_processes_that_hang_while_starting_fail_the_start_in_time(
         assert time.monotonic() - began < 10  # before the fix: the 20 s of the hung processes
     finally:
         for pid in descendants([os.getpid()], pid_stats()) - {os.getpid()}:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            if b"spawn_main" in _read(pid, "cmdline"):  # the hung decode processes, not the resource tracker
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     assert recognizer is None
 
 

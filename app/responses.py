@@ -110,11 +110,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
         (400, "Malformed request (no images, too many images, bad multipart or JSON)"),
+        (401, "No valid API key (only when VITRINE_API_KEYS is set)"),
         (413, "Body too large"),
         (415, "Unsupported content type"),
         (422, "Invalid query parameter"),
         (500, "Internal error"),
         (503, "Not ready or overloaded (see Retry-After)"),
         (504, "Deadline exceeded"),
+        (499, "The client closed the connection (nobody reads this answer; it shows in the metrics)"),
     )
 }

@@ -186,7 +186,9 @@ class Runtime:
         results = self.session.run(self.output_names, {self.metadata.preprocessing.input_name: pixels})
         out = {name: value[:n] for name, value in zip(self.output_names, results, strict=True)}
         for name in self.head_outputs:
-            out[name] = softmax(np.asarray(out[name], dtype=np.float32))
+            out[name] = probs = softmax(np.asarray(out[name], dtype=np.float32))
+            if not np.isfinite(probs).all():  # e.g. FP16 overflow: fail the batch rather than answer NaN scores
+                raise RuntimeError(f"model output {name!r} is not finite")
         return out
 
     def warm_up(self, max_batch_size: int) -> list[int]:

@@ -89,6 +89,24 @@ def test_a_cuda_build_without_a_usable_gpu_serves_the_cpu_file(
     assert (runtime.provider, runtime.precision, runtime.path.name) == ("cpu", "int8", "model.int8.onnx")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")
+def test_non_finite_outputs_fail_the_run_instead_of_answering_nan_scores(tiny_repo: Path) -> None:
+    """FP16 overflow on a GPU gives inf logits; softmax then gives NaN, which JSON would carry as null."""
+    runtime = load(tiny_repo)
+    real = runtime.session
+
+    class Overflowing:
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            outputs: list[np.ndarray] = real.run(names, feeds)
+            outputs[0] = outputs[0].copy()
+            outputs[0][0, 0] = np.inf
+            return outputs
+
+    runtime.session = Overflowing()
+    with pytest.raises(RuntimeError, match="not finite"):
+        runtime.run(np.full((2, 32, 32, 3), 9, dtype=np.uint8))
+
+
 def test_wrong_input_size_is_refused(tiny_repo: Path) -> None:
     folder = tiny_repo / "tiny" / "1"
     meta = ModelMetadata.read(folder)

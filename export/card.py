@@ -97,7 +97,11 @@ def _data_section(report: Mapping[str, object]) -> list[str]:
         extra = f" (seed {split['seed']})" if "seed" in split else ""
         stratified = f", stratified on `{split['stratified_on']}`" if split.get("stratified_on") else ""
         lines.append(f"- Split: {parts}{extra}{stratified}")
-    for key, label in (("missing_images", "Missing images"), ("undecodable_images", "Undecodable images")):
+    for key, label in (
+        ("missing_images", "Missing images"),
+        ("undecodable_images", "Undecodable images"),
+        ("unreadable_archives", "Unreadable tar files"),
+    ):
         items = report.get(key)
         if isinstance(items, list):
             lines.append(f"- {label}: {len(items)}")

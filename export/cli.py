@@ -15,12 +15,15 @@ import torch
 from app.schema import ModelMetadata
 from export.card import write_card
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
-from export.ensemble import build_ensemble
+from export.ensemble import build_ensemble, check_not_a_member
 from export.evaluate import evaluate
 from export.pipeline import (
     FILES,
+    Int8LossError,
     Splits,
     build_model,
+    check_version_free,
+    load_checkpoint,
     metadata,
     prepare,
     read_lineage,
@@ -29,7 +32,6 @@ from export.pipeline import (
     version_folder,
 )
 from export.steps import (
-    Int8LossError,
     calibration_pixels,
     check_fp32,
     check_matches,
@@ -141,9 +143,8 @@ def _config(args: argparse.Namespace) -> ExportConfig:
 def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
     """Fine-tune and keep the best checkpoint in `work`."""
     model = build_model(splits.train.classes, config, pretrained=config.train.init_from is None)
-    if config.train.init_from is not None:
-        state = torch.load(config.train.init_from, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])  # strict: same heads and classes as that run
+    if config.train.init_from is not None:  # strict: same backbone, heads and classes as that run
+        state = load_checkpoint(model, config.train.init_from, splits.train.classes, config)
         log.info("continuing from %s (epoch %s)", config.train.init_from, state.get("epoch"))
     result = train(model, splits.train, splits.val, config, work)
     log.info(
@@ -168,8 +169,28 @@ def package(
     bench_seconds: float = 3.0,
 ) -> Path:
     """Convert, quantise and evaluate a trained work folder into a version folder with its card."""
+    with version_folder(out, version, overwrite=overwrite) as (folder, number):
+        _package_into(
+            folder, number, splits, config, work, out, reproduce=reproduce, stages=stages, bench_seconds=bench_seconds
+        )
+    log.info("wrote %s", out / str(number))
+    return out / str(number)
+
+
+def _package_into(
+    folder: Path,
+    version: int,
+    splits: Splits,
+    config: ExportConfig,
+    work: Path,
+    out: Path,
+    *,
+    reproduce: str,
+    stages: list[dict[str, Any]],
+    bench_seconds: float,
+) -> None:
+    """`package` into `folder` (the version folder being built)."""
     classes = splits.train.classes
-    folder, version = version_folder(out, version, overwrite=overwrite)
     meta = metadata(config, classes, version, name=out.name)  # the repository folder names the model
     heads = [h.column for h in config.heads]
 
@@ -211,8 +232,6 @@ def package(
         },
     )
     ModelMetadata.read(folder)  # the folder must load as the service will load it
-    log.info("wrote %s", folder)
-    return folder
 
 
 def run_convert(splits: Splits, config: ExportConfig, work: Path, path: Path, version: int) -> None:
@@ -252,6 +271,9 @@ def run_quantize(
     metrics, speed = scores.metrics, scores.speed
     print("| head | fp32 | int8 | fp16 | int8 change (points) |\n|---|---|---|---|---|")
     for h in heads:
+        if any(f"{h}.top1" not in metrics[p] for p in ("fp32", "int8", "fp16")):
+            log.warning("head %s: no labelled test image, left out of the table", h)
+            continue
         fp32_top1, int8_top1, fp16_top1 = (metrics[p][f"{h}.top1"] for p in ("fp32", "int8", "fp16"))
         print(f"| {h} | {fp32_top1:.4f} | {int8_top1:.4f} | {fp16_top1:.4f} | {100 * (int8_top1 - fp32_top1):+.2f} |")
     print(f"CPU images/s at batch 32: fp32 {speed['fp32']:.0f}, int8 {speed['int8']:.0f}; files in {folder}")
@@ -312,6 +334,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         raise FileNotFoundError(
             f"no trained checkpoint at {checkpoint}: run `vitrine export train` with this --work first"
         )
+    if args.step in ("build", "package", "ensemble"):  # before decoding and training
+        check_version_free(args.out, args.version, overwrite=args.overwrite)
+        if args.step == "ensemble":
+            check_not_a_member(args.members, args.out, args.version)
     splits = prepare(args.data, config, work)
     command = "vitrine export " + shlex.join(argv)
     if args.step == "convert":

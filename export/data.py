@@ -47,55 +47,104 @@ class Catalogue:
 
 
 def read_labels(csv_path: Path, id_column: str, columns: list[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Rows keyed by id; rows without an id or with an empty required column are returned as problems."""
+    """Rows keyed by id; rows without an id or with an empty required column are returned as problems.
+
+    UTF-8 with or without a byte order mark; whitespace around the header names is ignored."""
     rows: dict[str, dict[str, str]] = {}
     problems: list[str] = []
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in [id_column, *columns] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{csv_path}: missing columns {missing}")
-        for line, row in enumerate(reader, start=2):
-            key = (row.get(id_column) or "").strip()
-            empty = [c for c in columns if not (row.get(c) or "").strip()]
-            if not key or empty:
-                problems.append(f"line {line}: {'no id' if not key else 'empty ' + ', '.join(empty)}")
-                continue
-            if key in rows:
-                problems.append(f"line {line}: duplicate id {key}")
-                continue
-            rows[key] = {c: row[c].strip() for c in columns}
+    line = 1
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in [id_column, *columns] if c not in reader.fieldnames]
+            if missing:
+                raise ValueError(f"{csv_path}: missing columns {missing}")
+            for line, row in enumerate(reader, start=2):
+                key = (row.get(id_column) or "").strip()
+                empty = [c for c in columns if not (row.get(c) or "").strip()]
+                if not key or empty:
+                    problems.append(f"line {line}: {'no id' if not key else 'empty ' + ', '.join(empty)}")
+                    continue
+                if key in rows:
+                    problems.append(f"line {line}: duplicate id {key}")
+                    continue
+                rows[key] = {c: row[c].strip() for c in columns}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    except csv.Error as exc:
+        raise ValueError(f"{csv_path}: unreadable CSV after line {line}: {exc}") from exc
     return rows, problems
 
 
-def iter_images(images: Path, extension: str) -> Iterator[tuple[str, bytes]]:
-    """(id, bytes) for every image in a folder, a tar file, or a folder of tar files."""
-    if images.is_file():
-        tars = [images]
-    else:
-        tars = sorted(p for p in images.iterdir() if p.suffix == ".tar" or p.name.endswith((".tar.gz", ".tgz")))
+def is_tar(path: Path) -> bool:
+    """Whether `path` is named like a tar file (`.tar`, `.tar.gz`, `.tgz`)."""
+    return path.suffix == ".tar" or path.name.endswith((".tar.gz", ".tgz"))
+
+
+def iter_images(images: Path, extension: str, unreadable: list[str] | None = None) -> Iterator[tuple[str, bytes]]:
+    """(id, bytes) for every image in a folder, a tar file, or a folder of tar files.
+
+    A tar file that cannot be read (truncated, not a tar) is noted in `unreadable` and skipped after the images
+    read from it so far; without `unreadable` the error is raised."""
+    tars = [images] if images.is_file() else sorted(p for p in images.iterdir() if is_tar(p))
     for tar_path in tars:
-        with tarfile.open(tar_path) as archive:
-            for member in archive:
-                if member.isfile() and member.name.endswith(extension):
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        yield Path(member.name).name[: -len(extension)], handle.read()
+        try:
+            with tarfile.open(tar_path) as archive:
+                for member in archive:
+                    if member.isfile() and member.name.endswith(extension):
+                        handle = archive.extractfile(member)
+                        if handle is not None:
+                            yield Path(member.name).name[: -len(extension)], handle.read()
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(f"{tar_path.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
     if images.is_dir():
         for path in sorted(images.rglob(f"*{extension}")):
             yield path.name[: -len(extension)], path.read_bytes()
 
 
+def image_source(data: Path) -> Path:
+    """Where the images of `--data` are: the folder itself, a tar file itself, or the folder of a given CSV."""
+    return data if data.is_dir() or is_tar(data) else data.parent
+
+
 def find_csv(data: Path) -> Path:
-    """The labels CSV of an export folder (`labels.csv`, else the only CSV)."""
-    if data.is_file():
+    """The labels CSV of an export folder (`labels.csv`, else the only CSV); a tar file's is beside it."""
+    if data.is_file() and not is_tar(data):
         return data
-    if (data / "labels.csv").exists():
-        return data / "labels.csv"
-    found = sorted(data.glob("*.csv"))
+    folder = data.parent if data.is_file() else data
+    if (folder / "labels.csv").exists():
+        return folder / "labels.csv"
+    found = sorted(folder.glob("*.csv"))
     if len(found) != 1:
-        raise FileNotFoundError(f"{data}: expected labels.csv or exactly one CSV, found {len(found)}")
+        raise FileNotFoundError(f"{folder}: expected labels.csv or exactly one CSV, found {len(found)}")
     return found[0]
+
+
+def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str, object]:
+    """What a decoded catalogue depends on besides the preprocessing: the CSV's and the image sources' names,
+    sizes and modification times, the data config and the label columns (a cache key)."""
+
+    def stat(path: Path) -> list[object]:
+        info = path.stat()
+        return [str(path.relative_to(source)) if path != source else path.name, info.st_size, info.st_mtime_ns]
+
+    csv_path = find_csv(data)
+    source = image_source(data)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and is_tar(p))
+        files += sorted(source.rglob(f"*{config.image_extension}"))
+    else:
+        files = [source]
+    return {
+        "data": str(data.resolve()),
+        "csv": [str(csv_path.resolve()), csv_path.stat().st_size, csv_path.stat().st_mtime_ns],
+        "images": [stat(p) for p in files],
+        "config": config.model_dump(mode="json"),
+        "columns": columns,
+    }
 
 
 def load_catalogue(
@@ -109,8 +158,9 @@ def load_catalogue(
         wanted = set(sorted(rows, key=_id_key)[: config.limit])
     pixels: dict[str, np.ndarray] = {}
     undecodable: list[str] = []
+    unreadable: list[str] = []
     unlabelled = 0
-    for image_id, blob in iter_images(data if data.is_dir() else data.parent, config.image_extension):
+    for image_id, blob in iter_images(image_source(data), config.image_extension, unreadable):
         if image_id not in wanted:
             unlabelled += image_id not in rows
             continue
@@ -121,7 +171,8 @@ def load_catalogue(
     missing = sorted(wanted - set(pixels) - {u.split(":")[0] for u in undecodable}, key=_id_key)
     ids = sorted(pixels, key=_id_key)
     if not ids:
-        raise ValueError(f"{data}: no labelled image could be read")
+        unread = f" ({len(unreadable)} unreadable tar file(s), first: {unreadable[0]})" if unreadable else ""
+        raise ValueError(f"{data}: no labelled image could be read{unread}")
     labels: dict[str, np.ndarray] = {}
     classes: dict[str, list[str]] = {}
     masked: dict[str, dict[str, int]] = {}
@@ -129,6 +180,11 @@ def load_catalogue(
         counts = Counter(rows[i][head.column] for i in ids)
         kept = sorted(c for c, n in counts.items() if n >= config.min_class_count)
         masked[head.column] = {c: n for c, n in sorted(counts.items()) if n < config.min_class_count}
+        if len(kept) < 2:
+            raise ValueError(
+                f"head {head.column}: {len(kept)} class(es) with at least min_class_count={config.min_class_count} "
+                f"images ({len(counts)} in the data): a head needs 2 (lower --min-class-count or drop the head)"
+            )
         index = {c: k for k, c in enumerate(kept)}
         labels[head.column] = np.array([index.get(rows[i][head.column], IGNORE) for i in ids], dtype=np.int64)
         classes[head.column] = kept
@@ -137,34 +193,64 @@ def load_catalogue(
         "csv_problems": problems,
         "missing_images": missing,
         "undecodable_images": undecodable,
+        "unreadable_archives": unreadable,
         "images_without_label_row": unlabelled,
         "masked_classes": masked,
     }
-    for name, items in (("CSV problems", problems), ("missing images", missing), ("undecodable images", undecodable)):
+    for name, items in (
+        ("CSV problems", problems),
+        ("missing images", missing),
+        ("undecodable images", undecodable),
+        ("unreadable tar files", unreadable),
+    ):
         if items:
             log.warning("%d %s (first: %s)", len(items), name, items[0])
     return Catalogue(ids=ids, pixels=np.stack([pixels[i] for i in ids]), labels=labels, classes=classes, report=report)
 
 
-def split(catalogue: Catalogue, config: DataConfig, seed: int) -> tuple[Catalogue, Catalogue, Catalogue]:
-    """Seeded train/validation/test split, stratified on one column where every class allows it."""
+def _merge_rare(strata: np.ndarray, minimum: int) -> tuple[np.ndarray | None, int]:
+    """Strata with fewer than `minimum` rows merged into one; if that one is still too small, into the smallest
+    other stratum. Returns the strata (None if nothing can be stratified) and how many were merged."""
+    counts = Counter(strata.tolist())
+    rare = sorted(c for c, n in counts.items() if n < minimum)
+    if not rare:
+        return strata, 0
+    others = {c: n for c, n in counts.items() if n >= minimum}
+    merged = min(counts) - 1  # a value no stratum has
+    if sum(counts[c] for c in rare) < minimum:
+        if not others:
+            return None, len(rare)
+        merged = min(others, key=lambda c: (others[c], c))
+    return np.where(np.isin(strata, rare), merged, strata), len(rare)
+
+
+def split(
+    catalogue: Catalogue, config: DataConfig, seed: int, *, info: dict[str, object] | None = None
+) -> tuple[Catalogue, Catalogue, Catalogue]:
+    """Seeded train/validation/test split, stratified on one head's labels.
+
+    Strata (classes) with fewer than 3 images are merged into one rare stratum (for the validation/test split,
+    those with fewer than 2); a split too small to hold one image of each stratum is not stratified. `info`, if
+    given, receives the stratification actually used."""
+    column = config.stratify_column
+    if column not in catalogue.labels:
+        raise ValueError(f"stratify_column {column!r} is not a head (heads: {', '.join(catalogue.labels)})")
     index = np.arange(len(catalogue))
-    strat = catalogue.labels.get(config.stratify_column)
-    if strat is not None and min(Counter(strat.tolist()).values()) < 3:
-        strat = None  # too few rows per class to stratify (tiny smoke data)
     holdout = config.val_fraction + config.test_fraction
+    strat, rare = _merge_rare(catalogue.labels[column], 3)
     if strat is not None and len(index) * min(config.val_fraction, config.test_fraction) < len(set(strat.tolist())):
         strat = None  # a split smaller than the number of classes cannot hold one of each
     train_idx, rest = train_test_split(index, test_size=holdout, random_state=seed, stratify=strat)
-    rest_strat = strat[rest] if strat is not None else None
-    if rest_strat is not None and (
-        min(Counter(rest_strat.tolist()).values()) < 2
-        or len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist()))
-    ):
+    rest_strat = _merge_rare(strat[rest], 2)[0] if strat is not None else None
+    if rest_strat is not None and len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist())):
         rest_strat = None
     val_idx, test_idx = train_test_split(
         rest, test_size=config.test_fraction / holdout, random_state=seed, stratify=rest_strat
     )
+    if info is not None:
+        info["stratified_on"] = column if strat is not None else None
+        info["stratified_val_test"] = rest_strat is not None
+        info["rare_strata_merged"] = rare  # classes with fewer than 3 images
     return catalogue.subset(np.sort(train_idx)), catalogue.subset(np.sort(val_idx)), catalogue.subset(np.sort(test_idx))
 
 

@@ -78,6 +78,16 @@ def check_compatible(members: list[Member]) -> None:
             raise ValueError(f"{member.folder}: embedding output differs from {members[0].folder}")
 
 
+def check_not_a_member(member_folders: list[Path], out: Path, version: int | None) -> None:
+    """Raise `ValueError` when the version to write (`out/<version>`) is one of the members."""
+    if version is None:
+        return  # the next free version is no member
+    target = (out / str(version)).resolve()
+    for folder in member_folders:
+        if folder.resolve() == target:
+            raise ValueError(f"--out/--version {out / str(version)} is one of the --members: choose another version")
+
+
 def _prefixed(graph: onnx.GraphProto, prefix: str, shared: set[str]) -> onnx.GraphProto:
     """A copy of `graph` with every node, tensor and initializer name prefixed, except the `shared` names."""
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
@@ -219,6 +229,7 @@ def build_ensemble(
     max_int8_drop: float = 0.01,
 ) -> Path:
     """Write a version folder holding the ensemble of `member_folders` in every precision they all have."""
+    check_not_a_member(member_folders, out, version)
     members = [Member.read(f) for f in member_folders]
     check_compatible(members)
     precisions = [p for p in FILES if all(m.has(p) for m in members)]
@@ -226,64 +237,64 @@ def build_ensemble(
         raise ValueError("every member needs its FP32 file")
     heads = [h.output for h in members[0].meta.heads]
     check_matches(members[0].meta, splits.test)  # the members share heads, labels and input (check_compatible)
-    folder, version = version_folder(out, version, overwrite=overwrite)
-    meta = members[0].meta.model_copy(deep=True)
-    meta.name, meta.version = out.name, version
-    meta.created = datetime.now(UTC).isoformat(timespec="seconds")
-    meta.architecture = "ensemble of " + " + ".join(m.meta.architecture for m in members)
-    meta.members = [m.label for m in members]
-    meta.memory_vote = None  # each member keeps its own vote inside the graph; see the members' cards
-    meta.files = {p: FILES[p] for p in precisions}
-    meta.metrics = {}  # none until measured below (the merged files embed this metadata)
+    with version_folder(out, version, overwrite=overwrite) as (folder, number):
+        meta = members[0].meta.model_copy(deep=True)
+        meta.name, meta.version = out.name, number
+        meta.created = datetime.now(UTC).isoformat(timespec="seconds")
+        meta.architecture = "ensemble of " + " + ".join(m.meta.architecture for m in members)
+        meta.members = [m.label for m in members]
+        meta.memory_vote = None  # each member keeps its own vote inside the graph; see the members' cards
+        meta.files = {p: FILES[p] for p in precisions}
+        meta.metrics = {}  # none until measured below (the merged files embed this metadata)
 
-    parity: dict[str, object] = {"images": min(parity_images, len(splits.val))}
-    pixels = splits.val.pixels[:parity_images]
-    for precision in precisions:
-        path = build_file(members, precision, meta, folder / FILES[precision])
-        merged = onnx_outputs(path, pixels)
-        expected = member_mean(members, precision, pixels, heads)
-        diff = max(float(np.abs(softmax(merged[h]) - expected[h]).max()) for h in heads)
-        agree = min(float((merged[h].argmax(1) == expected[h].argmax(1)).mean()) for h in heads)
-        parity[f"{precision}.max_abs_probability_diff"] = diff
-        parity[f"{precision}.min_top1_agreement"] = agree
-        log.info(
-            "%s parity against the members run one by one: max |p diff| %.2e, top-1 agreement %.4f",
-            precision,
-            diff,
-            agree,
-        )
-        if diff > 1e-3 or agree < 0.999:
-            raise AssertionError(
-                f"the merged {precision} file does not reproduce its members ({diff:.2e}, {agree:.4f})"
+        parity: dict[str, object] = {"images": min(parity_images, len(splits.val))}
+        pixels = splits.val.pixels[:parity_images]
+        for precision in precisions:
+            path = build_file(members, precision, meta, folder / FILES[precision])
+            merged = onnx_outputs(path, pixels)
+            expected = member_mean(members, precision, pixels, heads)
+            diff = max(float(np.abs(softmax(merged[h]) - expected[h]).max()) for h in heads)
+            agree = min(float((merged[h].argmax(1) == expected[h].argmax(1)).mean()) for h in heads)
+            parity[f"{precision}.max_abs_probability_diff"] = diff
+            parity[f"{precision}.min_top1_agreement"] = agree
+            log.info(
+                "%s parity against the members run one by one: max |p diff| %.2e, top-1 agreement %.4f",
+                precision,
+                diff,
+                agree,
             )
-    outputs = {h.name: h.output for h in meta.heads}
-    paths = {precision: folder / name for precision, name in meta.files.items()}
-    scores = score_files(paths, outputs, splits.test, bench_seconds=bench_seconds)
-    meta.metrics, speed = scores.metrics, scores.speed
-    if "int8" in meta.metrics:  # the members each passed this check; their mean must too
-        int8_drops(meta.metrics, list(outputs), max_int8_drop)
-    evaluate(scores.probs["fp32"], splits.test, folder)
-    meta.write(folder)
+            if diff > 1e-3 or agree < 0.999:
+                raise AssertionError(
+                    f"the merged {precision} file does not reproduce its members ({diff:.2e}, {agree:.4f})"
+                )
+        outputs = {h.name: h.output for h in meta.heads}
+        paths = {precision: folder / name for precision, name in meta.files.items()}
+        scores = score_files(paths, outputs, splits.test, bench_seconds=bench_seconds)
+        meta.metrics, speed = scores.metrics, scores.speed
+        if "int8" in meta.metrics:  # the members each passed this check; their mean must too
+            int8_drops(meta.metrics, list(outputs), max_int8_drop)
+        evaluate(scores.probs["fp32"], splits.test, folder)
+        meta.write(folder)
 
-    for i, member in enumerate(members):  # the members' own cards: recipe, history and vote of each
-        card = without_plots((member.folder / CARD_FILE).read_text(encoding="utf-8"), member.folder)
-        (folder / f"member-{i + 1}.md").write_text(card, encoding="utf-8")
-    data_report = (members[0].folder / "data_report.json").read_text()
-    (folder / "data_report.json").write_text(data_report)
-    recipe = {
-        "combination": "log of the mean of the members' softmax, per head; embedding of member 1",
-        "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
-    }
-    members_first = [f"# member {i}: the commands in member-{i}.md" for i in range(1, len(members) + 1)]
-    write_card(
-        folder,
-        meta,
-        data_report=json.loads(data_report),
-        history=[],
-        recipe=recipe,
-        reproduce="\n".join([*members_first, reproduce]),
-        parity=parity,
-    )
-    ModelMetadata.read(folder)
-    log.info("wrote %s", folder)
-    return folder
+        for i, member in enumerate(members):  # the members' own cards: recipe, history and vote of each
+            card = without_plots((member.folder / CARD_FILE).read_text(encoding="utf-8"), member.folder)
+            (folder / f"member-{i + 1}.md").write_text(card, encoding="utf-8")
+        data_report = (members[0].folder / "data_report.json").read_text()
+        (folder / "data_report.json").write_text(data_report)
+        recipe = {
+            "combination": "log of the mean of the members' softmax, per head; embedding of member 1",
+            "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
+        }
+        members_first = [f"# member {i}: the commands in member-{i}.md" for i in range(1, len(members) + 1)]
+        write_card(
+            folder,
+            meta,
+            data_report=json.loads(data_report),
+            history=[],
+            recipe=recipe,
+            reproduce="\n".join([*members_first, reproduce]),
+            parity=parity,
+        )
+        ModelMetadata.read(folder)
+    log.info("wrote %s", out / str(number))
+    return out / str(number)

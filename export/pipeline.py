@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +20,7 @@ from app.runtime import softmax
 from app.schema import Head, ModelMetadata, Preprocessing
 from export.config import ExportConfig
 from export.convert import onnx_outputs
-from export.data import Catalogue, distribution, load_catalogue, split
+from export.data import Catalogue, distribution, fingerprint, load_catalogue, split
 from export.evaluate import summarise
 from export.network import MultiHeadClassifier, build_efficientnet_classifier
 from export.quantize import benchmark_cpu
@@ -40,13 +43,19 @@ def preprocessing(config: ExportConfig) -> Preprocessing:
 
 
 def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
-    """Decode the catalogue (cached in `work`), split it, and write the data report."""
+    """Decode the catalogue (cached in `work`), split it, and write the data report.
+
+    The cache (`catalogue-<size>.npz` with its `catalogue-<size>.json`) is used only while the data (the CSV's
+    and the image files' names, sizes and modification times), the data config and the head columns are the
+    ones it was made from."""
     work.mkdir(parents=True, exist_ok=True)
+    check_stratify_column(config)  # before decoding
     cache = work / f"catalogue-{config.train.size}.npz"
-    meta = work / "catalogue.json"
+    meta = work / f"catalogue-{config.train.size}.json"
+    key = fingerprint(data, config.data, [h.column for h in config.heads])
     if cache.exists() and meta.exists():
         saved = json.loads(meta.read_text())
-        if saved.get("data") == str(data.resolve()) and saved.get("config") == config.data.model_dump(mode="json"):
+        if saved.get("key") == key:
             arrays = np.load(cache)
             catalogue = Catalogue(
                 ids=saved["ids"],
@@ -57,12 +66,15 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
             )
             log.info("using cached catalogue %s (%d images)", cache, len(catalogue))
             return _split_and_report(catalogue, config, work)
+        log.info("the data, data config or heads changed since %s was written: decoding again", cache)
     catalogue = load_catalogue(data, config.heads, config.data, preprocessing(config))
     arrays = {"pixels": catalogue.pixels, **{f"label_{k}": v for k, v in catalogue.labels.items()}}
+    meta.unlink(missing_ok=True)  # never a metadata file next to a cache file it does not describe
     np.savez(cache, **arrays)
     meta.write_text(
         json.dumps(
             {
+                "key": key,
                 "data": str(data.resolve()),
                 "config": config.data.model_dump(mode="json"),
                 "ids": catalogue.ids,
@@ -74,8 +86,18 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
     return _split_and_report(catalogue, config, work)
 
 
+def check_stratify_column(config: ExportConfig) -> None:
+    """Raise `ValueError` unless the configured stratify column is one of the heads."""
+    heads = [h.column for h in config.heads]
+    if config.data.stratify_column not in heads:
+        raise ValueError(
+            f"stratify_column {config.data.stratify_column!r} is not a head of the config (heads: {', '.join(heads)})"
+        )
+
+
 def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) -> Splits:
-    train, val, test = split(catalogue, config.data, config.train.seed)
+    stratification: dict[str, object] = {}
+    train, val, test = split(catalogue, config.data, config.train.seed, info=stratification)
     report = {
         **catalogue.report,
         "split": {
@@ -83,7 +105,7 @@ def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) ->
             "val": len(val),
             "test": len(test),
             "seed": config.train.seed,
-            "stratified_on": config.data.stratify_column,
+            **stratification,
         },
         "classes": {k: len(v) for k, v in catalogue.classes.items()},
         "distribution_train": distribution(train),
@@ -112,9 +134,59 @@ def build_model(classes: dict[str, list[str]], config: ExportConfig, *, pretrain
 def load_trained(work: Path, classes: dict[str, list[str]], config: ExportConfig) -> MultiHeadClassifier:
     """The model with the best checkpoint of a finished training run."""
     model = build_model(classes, config, pretrained=False)
-    state = torch.load(work / "checkpoints" / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
+    load_checkpoint(model, work / "checkpoints" / "best.pt", classes, config)
     return model.eval()
+
+
+def checkpoint(model: MultiHeadClassifier, classes: dict[str, list[str]], config: ExportConfig) -> dict[str, Any]:
+    """What a checkpoint holds besides the epoch record: the weights, each head's class list and the backbone."""
+    return {
+        "state_dict": model.state_dict(),
+        "classes": {name: list(classes[name]) for name in model.head_names},
+        "backbone": config.backbone,
+    }
+
+
+def load_checkpoint(
+    model: MultiHeadClassifier, path: Path, classes: dict[str, list[str]], config: ExportConfig
+) -> dict[str, Any]:
+    """Load a training checkpoint into `model` and return it.
+
+    Raises `ValueError` when the checkpoint was trained with another backbone or other class lists than the
+    data's (each head's, in order), or does not fit the model. A checkpoint that records no class lists
+    (written before they were saved) is loaded with a warning: its labels cannot be checked."""
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    backbone = state.get("backbone")
+    if backbone is not None and backbone != config.backbone:
+        raise ValueError(f"{path} was trained with --backbone {backbone}; this run builds {config.backbone}")
+    saved = state.get("classes")
+    if saved is None:
+        log.warning("%s records no class lists: cannot check that its outputs mean the data's classes", path)
+    else:
+        for head in [h.column for h in config.heads]:
+            if head not in saved:
+                raise ValueError(f"{path} has no head {head} (it has {', '.join(saved)}): another config?")
+            theirs, mine = list(saved[head]), classes[head]
+            if theirs != mine:
+                i = next((k for k, (a, b) in enumerate(zip(theirs, mine, strict=False)) if a != b), None)
+                if i is None:
+                    i = min(len(theirs), len(mine))
+                ours = repr(mine[i]) if i < len(mine) else "nothing"
+                trained = repr(theirs[i]) if i < len(theirs) else "nothing"
+                raise ValueError(
+                    f"{path}: head {head}: class {i + 1} is {trained} in the checkpoint but {ours} in the data "
+                    f"({len(theirs)} vs {len(mine)} classes; another catalogue, config or --min-class-count?)"
+                )
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as error:
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(
+            f"{path} does not fit the model of this run ({config.backbone}, heads of the config, classes left by "
+            f"--min-class-count): pass the --backbone, --config and --min-class-count it was trained with "
+            f"({detail[:200]})"
+        ) from error
+    return state
 
 
 def metadata(
@@ -206,13 +278,43 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def version_folder(model_dir: Path, version: int | None, *, overwrite: bool) -> tuple[Path, int]:
-    """Create the version folder to write into."""
+class Int8LossError(ValueError):
+    """INT8 loses more top-1 than the configured limit on some head (the files are written, for a look)."""
+
+
+def check_version_free(model_dir: Path, version: int | None, *, overwrite: bool) -> None:
+    """Raise `ValueError` when `version` is given, exists and is not to be overwritten."""
+    if version is not None and not overwrite and (model_dir / str(version)).exists():
+        raise ValueError(f"{model_dir / str(version)} exists; pass --overwrite or another --version")
+
+
+@contextmanager
+def version_folder(model_dir: Path, version: int | None, *, overwrite: bool) -> Iterator[tuple[Path, int]]:
+    """A folder to build a version in, swapped in as `model_dir/<version>` once the block succeeds.
+
+    The files are written into a hidden sibling (`.<version>.new-*`); an existing version is replaced only
+    after success (renamed aside, the new one renamed in, the old one removed), so a failed build leaves it
+    as it was. When INT8 loses too much (`Int8LossError`) the files stay for a look: in the version folder if
+    it is new, else (keeping the old version) in the hidden sibling."""
     version = version or next_version(model_dir)
+    check_version_free(model_dir, version, overwrite=overwrite)
     folder = model_dir / str(version)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.new-", dir=model_dir))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; the service user must read it
+    try:
+        yield staging, version
+    except Int8LossError:
+        if folder.exists():
+            log.warning("%s kept as it was; the rejected files are in %s", folder, staging)
+        else:
+            staging.rename(folder)
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = staging.with_name(f".{version}.old-{staging.name.rsplit('-', 1)[-1]}")
     if folder.exists():
-        if not overwrite:
-            raise FileExistsError(f"{folder} exists; pass --overwrite or another --version")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    return folder, version
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)

@@ -111,9 +111,11 @@ def work_config(work: Path, model: Path, base: ExportConfig) -> tuple[ExportConf
     `prepare` re-decodes and re-splits when the config differs from the cached one, so the split must be
     asked for exactly as the training run asked for it.
     """
-    saved = json.loads((work / "catalogue.json").read_text())
+    size = read_onnx_metadata(model).preprocessing.size
+    meta = work / f"catalogue-{size}.json"  # the cache's metadata at the model's size (older folders: one file)
+    saved = json.loads((meta if meta.exists() else work / "catalogue.json").read_text())
     seed = (read_lineage(work)[-1].get("recipe") or {}).get("seed", base.train.seed)
-    train = base.train.model_copy(update={"size": read_onnx_metadata(model).preprocessing.size, "seed": seed})
+    train = base.train.model_copy(update={"size": size, "seed": seed})
     config = base.model_copy(update={"data": DataConfig.model_validate(saved["config"]), "train": train})
     return config, Path(saved["data"])
 

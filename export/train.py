@@ -19,6 +19,7 @@ from export.config import ExportConfig, TrainConfig
 from export.data import IGNORE, Catalogue
 from export.distill import Teacher, distillation_loss
 from export.network import MultiHeadClassifier
+from export.pipeline import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def train(
         history.append(record)
         (work / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
-        state = {"state_dict": model.state_dict(), "epoch": epoch + 1, "val": val}
+        state = {**checkpoint(model, train_data.classes, config), "epoch": epoch + 1, "val": val}
         torch.save(state, ckpt_dir / "last.pt")
         if score > best_score:
             best_score, best_epoch, best_val, stale = score, epoch + 1, val, 0

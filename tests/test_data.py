@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 from typing import cast
 
@@ -12,7 +13,7 @@ import pytest
 
 from app.schema import Preprocessing
 from export.config import DataConfig, HeadSpec
-from export.data import IGNORE, load_catalogue, read_labels, split
+from export.data import IGNORE, Catalogue, load_catalogue, read_labels, split
 from tests.conftest import CATALOGUE
 
 HEADS = [
@@ -88,3 +89,75 @@ def test_split_is_seeded_disjoint_and_complete() -> None:
     assert sum(map(len, ids)) == 48
     # 4 images per article type: stratification puts each type in the training split.
     assert set(np.unique(first[0].labels["articleType"])) == set(range(12))
+
+
+@pytest.mark.parametrize("min_count, single", [(1000, False), (1, True)])
+def test_a_head_left_with_one_class_is_refused_before_training(tmp_path: Path, min_count: int, single: bool) -> None:
+    data = copy_catalogue(tmp_path / "export", as_tar=False)
+    if single:  # every photo the same colour
+        header, *rows = (data / "labels.csv").read_text().splitlines()
+        rows = [",".join([*c[:5], "Black", *c[6:]]) for c in (row.split(",") for row in rows)]
+        (data / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    head = "baseColour" if single else "articleType"
+    with pytest.raises(ValueError, match=rf"head {head}: [01] class\(es\) .*min_class_count={min_count}"):
+        load_catalogue(data, HEADS, DataConfig(min_class_count=min_count), SPEC)
+
+
+def test_unreadable_tar_files_are_reported_not_fatal(tmp_path: Path) -> None:
+    data = copy_catalogue(tmp_path / "export", as_tar=True)
+    first = data / "images-000.tar"
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # truncated
+    (data / "junk.tar").write_bytes(b"hello")  # not a tar
+    catalogue = load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
+    unreadable = cast(list[str], catalogue.report["unreadable_archives"])
+    assert [u.split(":")[0] for u in unreadable] == ["images-000.tar", "junk.tar"]
+    assert all("\n" not in u for u in unreadable)
+    assert 24 <= len(catalogue) < 48  # the second tar, and what the truncated one held before the cut
+    assert len(cast(list[str], catalogue.report["missing_images"])) == 48 - len(catalogue)
+    (data / "images-001.tar").unlink()
+    first.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no labelled image could be read .*unreadable tar"):
+        load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
+
+
+def test_csv_with_byte_order_mark_and_spaced_headers_reads(tmp_path: Path) -> None:
+    text = (CATALOGUE / "labels.csv").read_text()
+    header, rest = text.split("\n", 1)
+    (tmp_path / "labels.csv").write_bytes(b"\xef\xbb\xbf" + (" , ".join(header.split(",")) + "\n" + rest).encode())
+    rows, problems = read_labels(tmp_path / "labels.csv", "id", ["articleType", "baseColour"])
+    assert len(rows) == 48 and not problems and rows["3356"]["articleType"] == "Tshirts"
+    (tmp_path / "latin1.csv").write_bytes(text.replace("Myntra", "Caf\xe9").encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.csv: not UTF-8 text"):
+        read_labels(tmp_path / "latin1.csv", "id", ["articleType"])
+
+
+def test_data_may_be_a_tar_file_with_the_csv_beside_it(tmp_path: Path) -> None:
+    data = copy_catalogue(tmp_path / "export", as_tar=True)
+    (data / "images-001.tar").rename(tmp_path / "other.tar")  # only this tar's images are read
+    catalogue = load_catalogue(data / "images-000.tar", HEADS, DataConfig(min_class_count=1), SPEC)
+    assert len(catalogue) == 24 and len(cast(list[str], catalogue.report["missing_images"])) == 24
+
+
+def catalogue_of(labels: list[int]) -> Catalogue:
+    n = len(labels)
+    return Catalogue(
+        ids=[str(i) for i in range(n)],
+        pixels=np.zeros((n, 1, 1, 3), np.uint8),
+        labels={"articleType": np.array(labels)},
+        classes={"articleType": [str(i) for i in range(20)]},
+    )
+
+
+@pytest.mark.parametrize("extra, rare", [([], 0), ([IGNORE], 1), ([IGNORE, IGNORE, 19, 20, 21, 21], 3)])
+def test_rare_strata_are_merged_not_the_stratification_dropped(extra: list[int], rare: int) -> None:
+    labels = [c for c in range(20) for _ in range(50)] + extra  # 20 classes of 50, a few rare ones
+    info: dict[str, object] = {}
+    _, _, test = split(catalogue_of(labels), DataConfig(), 1234, info=info)
+    per_class = Counter(test.labels["articleType"].tolist())
+    assert all(4 <= per_class[c] <= 6 for c in range(20)), per_class
+    assert info == {"stratified_on": "articleType", "stratified_val_test": True, "rare_strata_merged": rare}
+
+
+def test_stratify_column_must_be_a_head() -> None:
+    with pytest.raises(ValueError, match="stratify_column 'articletype' is not a head"):
+        split(catalogue_of([0, 1] * 20), DataConfig(stratify_column="articletype"), 1)

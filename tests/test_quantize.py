@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
@@ -15,9 +16,14 @@ from torch import nn
 
 from app.preprocess import decode
 from app.schema import Head, ModelMetadata, Preprocessing
+from export.cli import run_quantize
+from export.config import ExportConfig, HeadSpec
 from export.convert import cpu_session, export_onnx, onnx_outputs, read_onnx_metadata
+from export.data import IGNORE, Catalogue
 from export.network import MultiHeadClassifier
+from export.pipeline import Int8LossError, Splits
 from export.quantize import after_features, benchmark_cpu, compact_constants, convert_fp16, quantize_int8
+from export.steps import int8_drops
 
 SIZE = 32
 FEATURES = 32
@@ -244,3 +250,32 @@ def _run_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     result: np.ndarray = session.run(None, {"x": x})[0]
     return result
+
+
+def test_int8_check_skips_a_head_without_test_metrics(caplog: pytest.LogCaptureFixture) -> None:
+    # A head with no labelled test image has no metrics (summarise skips it): packaging must not fail on it.
+    metrics = {"fp32": {"articleType.top1": 0.8}, "int8": {"articleType.top1": 0.79}}
+    with caplog.at_level("WARNING", logger="export.steps"):
+        drops = int8_drops(metrics, ["articleType", "usage"], 0.05)
+    assert drops == pytest.approx({"articleType": 0.01})
+    assert "usage" in caplog.text
+    with pytest.raises(Int8LossError, match="on articleType"):
+        int8_drops(metrics, ["articleType", "usage"], 0.001)
+    assert int8_drops({"fp32": {}, "int8": {}}, ["usage"], 0.0) == {}
+
+
+def test_quantize_table_leaves_out_a_head_without_test_labels(
+    fp32: Path, meta: ModelMetadata, pixels: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classes = {h.name: h.labels for h in meta.heads}
+    rng = np.random.default_rng(0)
+    labels = {"articleType": rng.integers(0, 5, len(pixels)), "baseColour": np.full(len(pixels), IGNORE)}
+    data = Catalogue(ids=[str(i) for i in range(len(pixels))], pixels=pixels, labels=labels, classes=classes)
+    config = ExportConfig(heads=[HeadSpec(column=h.name, key=h.key) for h in meta.heads], calibration_images=8)
+    config.max_int8_top1_drop = 1.0
+    args = argparse.Namespace(
+        model=fp32, dir=tmp_path, calibration="minmax", float_first_convs=0, float_last_convs=0, bench_seconds=0.05
+    )
+    run_quantize(Splits(data, data, data), config, args, tmp_path, (fp32, meta))
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split(" | ")[0] for row in rows[2:-1]] == ["| articleType"]

@@ -223,7 +223,7 @@ def format_table(results: dict[str, Any]) -> str:
         starts = block.get("cold_start_s") or []
         out.append(
             f"{name}: cold start {', '.join(f'{s:.2f}' for s in starts) or '-'} s; peak RSS under load "
-            f"{_fmt(block.get('rss_peak_mb'))} MB"
+            f"{_fmt(block.get('rss_peak_mb'))} MB (PSS {_fmt(block.get('pss_peak_mb'))} MB: shared pages counted once)"
         )
     out.append("")
     for goal in results.get("goals") or evaluate_goals(results):

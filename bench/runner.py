@@ -103,17 +103,18 @@ class Measured:
     disturbed: bool
     rss_peak_kb: int
     others_per_attempt: list[float]
+    pss_peak_kb: int = 0
 
 
 def measure(label: str, server_pids: list[int], work: Callable[[], Any], opts: Options) -> Measured:
     """Run `work` under a PhaseMonitor; repeat while other processes used more than the CPU threshold."""
-    tries: list[tuple[Any, CpuShare, int]] = []
+    tries: list[tuple[Any, CpuShare, int, int]] = []
     for attempt in range(1, opts.retries + 2):
         monitor = PhaseMonitor(server_pids)
         monitor.start()
         value = work()
         share = monitor.stop()
-        tries.append((value, share, monitor.rss_peak_kb))
+        tries.append((value, share, monitor.rss_peak_kb, monitor.pss_peak_kb))
         if share.others_cores <= opts.max_other_cores:
             break
         log.warning(
@@ -134,6 +135,7 @@ def measure(label: str, server_pids: list[int], work: Callable[[], Any], opts: O
         best[1].others_cores > opts.max_other_cores,
         max(t[2] for t in tries),
         [round(t[1].others_cores, 3) for t in tries],
+        max(t[3] for t in tries),
     )
 
 
@@ -502,10 +504,12 @@ class Bench:
             "attempts": m.attempts,
             "others_per_attempt": m.others_per_attempt,
             "rss_peak_mb": round(m.rss_peak_kb / 1024, 1),
+            "pss_peak_mb": round(m.pss_peak_kb / 1024, 1),
             "batch_mean": batch_mean,
         }
         block["phases"][profile.name] = record
         block["rss_peak_mb"] = max(block.get("rss_peak_mb") or 0.0, record["rss_peak_mb"])
+        block["pss_peak_mb"] = max(block.get("pss_peak_mb") or 0.0, record["pss_peak_mb"])
         lat = load.latency_ms
         log.info(
             "%s %s: %.0f img/s, p50 %.1f p99 %.1f ms, %d non-2xx, others %.2f cores%s",

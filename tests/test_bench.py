@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -521,3 +522,31 @@ def test_peer_answers_import_without_the_service_stack() -> None:
         "import bench.peers.answers\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_a_process_tree_s_memory_counts_shared_pages_once_and_late_children_too() -> None:
+    """PSS sums pages shared by a forked worker once (the RSS sum counts them per process), and the sampler
+    looks for the server's processes at every sample, so a child started during the phase is measured."""
+    from bench.procstat import PhaseMonitor, descendants, pid_stats, pss_kb, rss_kb
+
+    code = (
+        "import os, time\n"
+        "time.sleep(0.6)\n"  # the phase has started: this is a process the tree did not have at its start
+        "block = bytearray(os.urandom(64 * 2**20))\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(3); os._exit(0)\n"
+        "time.sleep(3)\n"
+    )
+    server = subprocess.Popen(["bash", "-c", f"{sys.executable} -c '{code}' & wait"])
+    try:
+        monitor = PhaseMonitor([server.pid], interval_s=0.1)
+        monitor.start()
+        time.sleep(2.0)
+        monitor.stop()
+        tree = descendants([server.pid], pid_stats())
+        rss, pss = rss_kb(tree), pss_kb(tree)
+    finally:
+        server.kill()
+        subprocess.run(["pkill", "-P", str(server.pid)], check=False)
+    assert monitor.rss_peak_kb > 120 * 1024  # the 64 MB block, in two processes
+    assert pss < 0.75 * rss and monitor.pss_peak_kb < 0.75 * monitor.rss_peak_kb

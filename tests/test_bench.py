@@ -532,16 +532,16 @@ def test_a_process_tree_s_memory_counts_shared_pages_once_and_late_children_too(
     code = (
         "import os, time\n"
         "time.sleep(0.6)\n"  # the phase has started: this is a process the tree did not have at its start
-        "block = bytearray(os.urandom(64 * 2**20))\n"
+        'block = b"x" * (64 * 2**20)\n'  # one 64 MB object, touched, with no temporary copy beside it
         "if os.fork() == 0:\n"
-        "    time.sleep(3); os._exit(0)\n"
-        "time.sleep(3)\n"
+        "    time.sleep(5); os._exit(0)\n"
+        "time.sleep(5)\n"
     )
     server = subprocess.Popen(["bash", "-c", f"{sys.executable} -c '{code}' & wait"])
     try:
         monitor = PhaseMonitor([server.pid], interval_s=0.1)
         monitor.start()
-        time.sleep(2.0)
+        time.sleep(3.0)
         monitor.stop()
         tree = descendants([server.pid], pid_stats())
         rss, pss = rss_kb(tree), pss_kb(tree)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from app.schema import ModelMetadata
 from export.card import write_card
-from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
+from export.config import DEFAULT_CONFIG, LITE_VARIANTS, DataConfig, ExportConfig, TrainConfig
 from export.ensemble import build_ensemble, check_not_a_member
 from export.evaluate import evaluate
 from export.pipeline import (
@@ -137,6 +138,9 @@ def _config(args: argparse.Namespace) -> ExportConfig:
         config.max_int8_top1_drop = given["max_int8_drop"]
     if "min_class_count" in given:
         config.data.min_class_count = given["min_class_count"]
+    # The options went in by assignment: validate them as the config file's values are (--limit -40 kept 8 images).
+    config.train = TrainConfig.model_validate(config.train.model_dump())
+    config.data = DataConfig.model_validate(config.data.model_dump())
     return config
 
 
@@ -310,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 1
+    except ValidationError as error:  # a config file or option out of range: its first problem, in one line
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or error.title
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        print(f"vitrine export {args.step}: {where}: {first['msg']}{more}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as error:  # what the user gave; a traceback would not help
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 2

@@ -86,13 +86,14 @@ def iter_images(images: Path, extension: str, unreadable: list[str] | None = Non
     """(id, bytes) for every image in a folder, a tar file, or a folder of tar files.
 
     A tar file that cannot be read (truncated, not a tar) is noted in `unreadable` and skipped after the images
-    read from it so far; without `unreadable` the error is raised."""
+    read from it so far; without `unreadable` the error is raised. The extension matches in any case (`.JPG`)."""
+    suffix = extension.lower()
     tars = [images] if images.is_file() else sorted(p for p in images.iterdir() if is_tar(p))
     for tar_path in tars:
         try:
             with tarfile.open(tar_path) as archive:
                 for member in archive:
-                    if member.isfile() and member.name.endswith(extension):
+                    if member.isfile() and member.name.lower().endswith(suffix):
                         handle = archive.extractfile(member)
                         if handle is not None:
                             yield Path(member.name).name[: -len(extension)], handle.read()
@@ -101,8 +102,14 @@ def iter_images(images: Path, extension: str, unreadable: list[str] | None = Non
                 raise
             unreadable.append(f"{tar_path.name}: {' '.join(str(exc).split()) or type(exc).__name__}")
     if images.is_dir():
-        for path in sorted(images.rglob(f"*{extension}")):
+        for path in image_files(images, extension):
             yield path.name[: -len(extension)], path.read_bytes()
+
+
+def image_files(folder: Path, extension: str) -> list[Path]:
+    """The image files under `folder` (any depth), their extension matched in any case."""
+    suffix = extension.lower()
+    return sorted(p for p in folder.rglob("*") if p.name.lower().endswith(suffix) and p.is_file())
 
 
 def image_source(data: Path) -> Path:
@@ -135,7 +142,7 @@ def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str,
     source = image_source(data)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and is_tar(p))
-        files += sorted(source.rglob(f"*{config.image_extension}"))
+        files += image_files(source, config.image_extension)
     else:
         files = [source]
     return {
@@ -160,10 +167,16 @@ def load_catalogue(
     undecodable: list[str] = []
     unreadable: list[str] = []
     unlabelled = 0
+    duplicates: list[str] = []
+    seen: set[str] = set()
     for image_id, blob in iter_images(image_source(data), config.image_extension, unreadable):
         if image_id not in wanted:
             unlabelled += image_id not in rows
             continue
+        if image_id in seen:
+            duplicates.append(image_id)  # the same name in two folders or tars: the first one is kept
+            continue
+        seen.add(image_id)
         try:
             pixels[image_id] = decode(blob, spec)
         except ImageError as exc:
@@ -194,6 +207,7 @@ def load_catalogue(
         "missing_images": missing,
         "undecodable_images": undecodable,
         "unreadable_archives": unreadable,
+        "duplicate_images": duplicates,
         "images_without_label_row": unlabelled,
         "masked_classes": masked,
     }
@@ -202,6 +216,7 @@ def load_catalogue(
         ("missing images", missing),
         ("undecodable images", undecodable),
         ("unreadable tar files", unreadable),
+        ("duplicate image names (the first kept)", duplicates),
     ):
         if items:
             log.warning("%d %s (first: %s)", len(items), name, items[0])

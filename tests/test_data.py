@@ -161,3 +161,23 @@ def test_rare_strata_are_merged_not_the_stratification_dropped(extra: list[int],
 def test_stratify_column_must_be_a_head() -> None:
     with pytest.raises(ValueError, match="stratify_column 'articletype' is not a head"):
         split(catalogue_of([0, 1] * 20), DataConfig(stratify_column="articletype"), 1)
+
+
+@pytest.mark.parametrize("as_tar", [False, True])
+def test_upper_case_extensions_are_read_and_duplicate_names_reported(tmp_path: Path, as_tar: bool) -> None:
+    """`.JPG` files are images too; the same name twice (two folders, two tars) keeps the first and says so."""
+    data = copy_catalogue(tmp_path / "export", as_tar=False)
+    photos = sorted(data.glob("*.jpg"))
+    for photo in photos[:10]:
+        photo.rename(photo.with_suffix(".JPG"))
+    (data / "again").mkdir()
+    shutil.copy(photos[20], data / "again" / photos[20].name)
+    if as_tar:
+        with tarfile.open(data / "images.tar", "w") as archive:
+            for path in sorted(data.rglob("*")):
+                if path.is_file() and path.suffix.lower() == ".jpg":
+                    archive.add(path, arcname=str(path.relative_to(data)))
+                    path.unlink()
+    catalogue = load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
+    assert len(catalogue) == 48 and catalogue.report["missing_images"] == []
+    assert catalogue.report["duplicate_images"] == [photos[20].stem]

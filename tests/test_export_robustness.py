@@ -204,3 +204,13 @@ def test_an_ensemble_cannot_overwrite_one_of_its_members(tmp_path: Path, capsys:
     assert main(["ensemble", *members, *data, "--out", str(out), "--version", "2", "--overwrite"]) == 2
     assert "is one of the --members" in one_line_error(capsys)
     assert (out / "2").is_dir()
+
+
+@pytest.mark.parametrize("option", [["--limit", "-40"], ["--size", "0"], ["--epochs", "-1"]])
+def test_options_out_of_range_are_refused_in_one_line(
+    option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options are validated as the config file's values are (before, --limit -40 silently kept 8 images)."""
+    code = main(["train", "--data", str(CATALOGUE), "--work", str(tmp_path / "w"), *SMOKE, *option])
+    assert code == 2
+    assert option[0].strip("-").replace("-", "_") in one_line_error(capsys)

@@ -95,22 +95,21 @@ def tree_rss_kb(roots: list[int]) -> int:
 
 def rss_kb(pids: set[int] | list[int]) -> int:
     """Resident memory of exactly these processes, in kB (gone ones count 0)."""
-    total = 0
-    for pid in pids:
-        try:
-            total += parse_vm_kb((PROC / str(pid) / "status").read_text(), "VmRSS") or 0
-        except OSError:
-            continue
-    return total
+    return _sum_kb(pids, "status", "VmRSS")
 
 
 def pss_kb(pids: set[int] | list[int]) -> int:
     """Proportional set size of exactly these processes, in kB: each page shared by n processes counts 1/n, so
     a tree's sum does not count shared libraries and copy-on-write pages once per process, as the RSS sum does."""
+    return _sum_kb(pids, "smaps_rollup", "Pss")
+
+
+def _sum_kb(pids: set[int] | list[int], name: str, key: str) -> int:
+    """The sum of one `key:  N kB` line of /proc/<pid>/<name> over these processes (gone ones count 0)."""
     total = 0
     for pid in pids:
         try:
-            total += parse_vm_kb((PROC / str(pid) / "smaps_rollup").read_text(), "Pss") or 0
+            total += parse_vm_kb((PROC / str(pid) / name).read_text(), key) or 0
         except OSError:
             continue
     return total

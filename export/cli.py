@@ -23,6 +23,7 @@ from export.pipeline import (
     Int8LossError,
     Splits,
     build_model,
+    check_split,
     check_version_free,
     load_checkpoint,
     metadata,
@@ -257,6 +258,8 @@ def run_quantize(
         raise ValueError(f"{args.model} is an ensemble: quantise its members, then merge them with `ensemble`")
     check_fp32(fp32)
     check_matches(meta, splits.test)
+    if args.model.is_dir():
+        check_split(args.model, "test", splits.test)
     folder = args.dir or work / "quantize"
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -292,6 +295,8 @@ def run_evaluate(splits: Splits, args: argparse.Namespace, work: Path, model: tu
     name = f"{meta.name}-v{meta.version}-{args.precision if args.model.is_dir() else path.stem}"
     report = args.report or work / "evaluation" / f"{name}-{args.subset}"
     data = splits.test if args.subset == "test" else splits.val
+    if args.model.is_dir():
+        check_split(args.model, args.subset, data)
     metrics = evaluate_file(path, meta, data, report)
     recorded = meta.metrics.get(args.precision, {}) if args.model.is_dir() and args.subset == "test" else {}
     print(f"{path} on {len(data)} {args.subset} photos; report in {report}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -86,6 +87,26 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
     return _split_and_report(catalogue, config, work)
 
 
+def ids_digest(ids: list[str]) -> str:
+    """A fingerprint of a split part: the SHA-256 of its ids, one per line, in order."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def check_split(version: Path, subset: str, data: Catalogue) -> None:
+    """Raise `ValueError` when a version folder's data report says its `subset` ("test" or "val") held other
+    photos than `data`: scores on another split could include the model's own training photos. Versions
+    packaged before the report recorded it cannot be checked."""
+    report = version / "data_report.json"
+    recorded = json.loads(report.read_text()).get("split", {}).get(f"{subset}_ids_sha256") if report.exists() else None
+    if recorded is None:
+        log.info("%s does not record its %s split: cannot check that the data gives the same one", version, subset)
+    elif recorded != ids_digest(data.ids):
+        raise ValueError(
+            f"the {subset} split of this data differs from the one {version} was evaluated on (another catalogue "
+            "export, seed or data options?): its photos could include the model's training photos"
+        )
+
+
 def check_stratify_column(config: ExportConfig) -> None:
     """Raise `ValueError` unless the configured stratify column is one of the heads."""
     heads = [h.column for h in config.heads]
@@ -106,6 +127,8 @@ def _split_and_report(catalogue: Catalogue, config: ExportConfig, work: Path) ->
             "test": len(test),
             "seed": config.train.seed,
             **stratification,
+            # Which photos each part holds: `evaluate` and `quantize` check a version's against the data given.
+            **{f"{name}_ids_sha256": ids_digest(part.ids) for name, part in (("val", val), ("test", test))},
         },
         "classes": {k: len(v) for k, v in catalogue.classes.items()},
         "distribution_train": distribution(train),

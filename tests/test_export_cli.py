@@ -21,6 +21,8 @@ from export.cli import main
 from export.convert import onnx_outputs, read_onnx_metadata
 from tests.conftest import CATALOGUE
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.mark.slow
 def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,6 +120,13 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     assert main(["evaluate", *same_data, "--model", str(folder), "--subset", "val"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert " on 5 val photos" in printed[0] and all(row.split(" | ")[2] == "-" for row in printed[3:])
+    # Another split of the same photos (another seed): the version's test photos are no longer the data's.
+    config = (ROOT / "export" / "configs" / "product-classifier.toml").read_text().replace("seed = 1234", "seed = 99")
+    (tmp_path / "seed99.toml").write_text(config)
+    other_split = [*same_data, "--config", str(tmp_path / "seed99.toml")]
+    other_split[other_split.index("--work") + 1] = str(tmp_path / "work99")
+    assert main(["evaluate", *other_split, "--model", str(folder)]) == 2
+    assert "the test split of this data differs from the one" in capsys.readouterr().err
     assert main(["evaluate", *no_size, "--size", "40", "--model", str(folder)]) == 2
     assert (
         capsys.readouterr().err == "vitrine export evaluate: the data is at 40 px, the model reads 48 (pass --size)\n"

@@ -7,8 +7,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +74,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failed_runs_in_a_row = 0  # model runs that raised since the last one that did not
+        self._held = 0  # places held for images on their way to the queue (`holding`)
 
     @property
     def running(self) -> bool:
@@ -107,8 +109,7 @@ class Batcher:
         Overloaded when the queue is full."""
         if not self.running:
             raise NotReady("the service is not accepting work")
-        if len(self._queue) + len(images) > self.max_queue_size:
-            raise Overloaded("the service is at capacity; retry shortly", headers={"Retry-After": "1"})
+        self._check_room(len(images))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures = []
@@ -119,6 +120,22 @@ class Batcher:
         self._metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
         return futures
+
+    def _check_room(self, images: int) -> None:
+        """Overloaded unless `images` more fit beside those queued and those held for the queue (`holding`)."""
+        if len(self._queue) + self._held + images > self.max_queue_size:
+            raise Overloaded("the service is at capacity; retry shortly", headers={"Retry-After": "1"})
+
+    @contextmanager
+    def holding(self, images: int) -> Iterator[None]:
+        """Places in the queue for images still on their way to it (being decoded before `submit`): they count
+        against `max_queue_size` from here, so a full service answers 503 at once, not after decoding."""
+        self._check_room(images)
+        self._held += images
+        try:
+            yield
+        finally:
+            self._held -= images
 
     async def probe(self, pixels: np.ndarray, timeout_s: float) -> bool:
         """Run one batch on a model thread, outside the queue: does the model answer again? A success counts

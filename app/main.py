@@ -140,8 +140,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     async def recognizer_of(request: Request) -> Recognizer:
         recognizer: Recognizer | None = request.app.state.recognizer
-        if recognizer is not None:
-            await recognizer.check_model()  # only while model runs keep failing: has the model recovered?
+        if recognizer is not None and recognizer.model_failing:
+            await recognizer.check_model()  # has the model recovered?
         if recognizer is None or not recognizer.ready:
             raise NotReady("the model is not ready", headers={"Retry-After": "1"})
         return recognizer

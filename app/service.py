@@ -15,7 +15,7 @@ import numpy as np
 
 from app.answers import HeadView
 from app.batcher import Batcher, Row
-from app.errors import DeadlineExceeded, ImageError, NotReady, Overloaded, VitrineError
+from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
@@ -101,7 +101,6 @@ class Recognizer:
         )
         self.warmed_batch_sizes: list[int] = []
         self.answered_images = 0
-        self._decoding = 0  # images of accepted requests waiting for, or in, the decode pool
         self._checking = asyncio.Lock()
         metrics.model_failing.set_function(lambda: float(self.model_failing))
         metrics.model_info.info(
@@ -124,10 +123,10 @@ class Recognizer:
         return self.batcher.failed_runs_in_a_row >= FAILING_RUNS
 
     async def check_model(self) -> None:
-        """While the model is failing, try it once (one white image, on a model thread) so that readiness can
+        """Called while the model is failing: try it once (one white image, on a model thread) so that readiness can
         come back: a replica out of its load balancer gets no requests to show that it recovered. One check at a
         time; readiness probes pace them."""
-        if not self.model_failing or self._checking.locked():
+        if self._checking.locked():
             return
         async with self._checking:
             size = self.spec.size
@@ -277,8 +276,6 @@ class Recognizer:
         if not self.ready:
             raise NotReady("the model is not ready")
         pool = self._decode_pool
-        if pool is not None and self._decoding + self.batcher.depth + len(blobs) > self.settings.max_queue_size:
-            raise Overloaded("the service is at capacity; retry shortly", headers={"Retry-After": "1"})
         timeout = self.settings.request_timeout_ms / 1000
         futures: list[asyncio.Future[Row]] = []
         try:
@@ -315,15 +312,12 @@ class Recognizer:
         return results, outcomes
 
     async def _decode_stage(self, pool: Executor, blobs: list[bytes | ImageError]) -> list[Any]:
-        """Decode a request's images on the decode pool, counted against the queue limit while they wait."""
-        self._decoding += len(blobs)
-        try:
+        """Decode a request's images on the decode pool, holding their places in the batcher's queue meanwhile."""
+        with self.batcher.holding(len(blobs)):
             try:
                 parts = await self._decode(pool, blobs)
             except BrokenProcessPool:  # a decode process died (killed, out of memory): a new pool, then once more
                 parts = await self._decode(await self._replace_decode_pool(pool), blobs)
-        finally:
-            self._decoding -= len(blobs)
         for _, seconds in parts:
             self._observe_decode_times(seconds)
         return [item for items, _ in parts for item in items]

@@ -88,11 +88,6 @@ def tree_jiffies(roots: list[int], stats: dict[int, tuple[int, int]] | None = No
     return sum(stats[p][1] for p in descendants(roots, stats))
 
 
-def tree_rss_kb(roots: list[int]) -> int:
-    """Resident memory of the given processes and their descendants, in kB."""
-    return rss_kb(descendants(roots, pid_stats()))
-
-
 def rss_kb(pids: set[int] | list[int]) -> int:
     """Resident memory of exactly these processes, in kB (gone ones count 0)."""
     return _sum_kb(pids, "status", "VmRSS")

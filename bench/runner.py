@@ -108,13 +108,13 @@ class Measured:
 
 def measure(label: str, server_pids: list[int], work: Callable[[], Any], opts: Options) -> Measured:
     """Run `work` under a PhaseMonitor; repeat while other processes used more than the CPU threshold."""
-    tries: list[tuple[Any, CpuShare, int, int]] = []
+    tries: list[tuple[Any, CpuShare, PhaseMonitor]] = []
     for attempt in range(1, opts.retries + 2):
         monitor = PhaseMonitor(server_pids)
         monitor.start()
         value = work()
         share = monitor.stop()
-        tries.append((value, share, monitor.rss_peak_kb, monitor.pss_peak_kb))
+        tries.append((value, share, monitor))
         if share.others_cores <= opts.max_other_cores:
             break
         log.warning(
@@ -133,9 +133,9 @@ def measure(label: str, server_pids: list[int], work: Callable[[], Any], opts: O
         best[1],
         len(tries),
         best[1].others_cores > opts.max_other_cores,
-        max(t[2] for t in tries),
+        max(t[2].rss_peak_kb for t in tries),
         [round(t[1].others_cores, 3) for t in tries],
-        max(t[3] for t in tries),
+        max(t[2].pss_peak_kb for t in tries),
     )
 
 

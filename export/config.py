@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "product-classifier.toml"
 
@@ -24,8 +24,15 @@ class HeadSpec(BaseModel):
     )
 
 
+# Data and recipe options from the command line are assigned to a loaded config: validate them as the config
+# file's values are.
+VALIDATED = ConfigDict(validate_assignment=True)
+
+
 class DataConfig(BaseModel):
     """Where the catalogue export is and how it is split."""
+
+    model_config = VALIDATED
 
     id_column: str = "id"
     image_extension: str = ".jpg"
@@ -38,6 +45,8 @@ class DataConfig(BaseModel):
 
 class TrainConfig(BaseModel):
     """The training recipe."""
+
+    model_config = VALIDATED
 
     size: int = Field(128, ge=16, le=512)
     batch_size: int = Field(64, ge=2)

@@ -239,6 +239,12 @@ def _merge_rare(strata: np.ndarray, minimum: int) -> tuple[np.ndarray | None, in
     return np.where(np.isin(strata, rare), merged, strata), len(rare)
 
 
+def check_stratify_column(config: DataConfig, heads: list[str]) -> None:
+    """Raise `ValueError` unless the configured stratify column is one of the heads."""
+    if config.stratify_column not in heads:
+        raise ValueError(f"stratify_column {config.stratify_column!r} is not a head (heads: {', '.join(heads)})")
+
+
 def split(
     catalogue: Catalogue, config: DataConfig, seed: int, *, info: dict[str, object] | None = None
 ) -> tuple[Catalogue, Catalogue, Catalogue]:
@@ -248,8 +254,7 @@ def split(
     those with fewer than 2); a split too small to hold one image of each stratum is not stratified. `info`, if
     given, receives the stratification actually used."""
     column = config.stratify_column
-    if column not in catalogue.labels:
-        raise ValueError(f"stratify_column {column!r} is not a head (heads: {', '.join(catalogue.labels)})")
+    check_stratify_column(config, list(catalogue.labels))
     index = np.arange(len(catalogue))
     holdout = config.val_fraction + config.test_fraction
     strat, rare = _merge_rare(catalogue.labels[column], 3)

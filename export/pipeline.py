@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.runtime import softmax
 from app.schema import Head, ModelMetadata, Preprocessing
 from export.config import ExportConfig
 from export.convert import onnx_outputs
-from export.data import Catalogue, distribution, fingerprint, load_catalogue, split
+from export.data import Catalogue, check_stratify_column, distribution, fingerprint, load_catalogue, split
 from export.evaluate import summarise
 from export.network import MultiHeadClassifier, build_efficientnet_classifier
 from export.quantize import benchmark_cpu
@@ -50,7 +51,7 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
     and the image files' names, sizes and modification times), the data config and the head columns are the
     ones it was made from."""
     work.mkdir(parents=True, exist_ok=True)
-    check_stratify_column(config)  # before decoding
+    check_stratify_column(config.data, [h.column for h in config.heads])  # before decoding
     cache = work / f"catalogue-{config.train.size}.npz"
     meta = work / f"catalogue-{config.train.size}.json"
     key = fingerprint(data, config.data, [h.column for h in config.heads])
@@ -104,15 +105,6 @@ def check_split(version: Path, subset: str, data: Catalogue) -> None:
         raise ValueError(
             f"the {subset} split of this data differs from the one {version} was evaluated on (another catalogue "
             "export, seed or data options?): its photos could include the model's training photos"
-        )
-
-
-def check_stratify_column(config: ExportConfig) -> None:
-    """Raise `ValueError` unless the configured stratify column is one of the heads."""
-    heads = [h.column for h in config.heads]
-    if config.data.stratify_column not in heads:
-        raise ValueError(
-            f"stratify_column {config.data.stratify_column!r} is not a head of the config (heads: {', '.join(heads)})"
         )
 
 
@@ -191,11 +183,9 @@ def load_checkpoint(
                 raise ValueError(f"{path} has no head {head} (it has {', '.join(saved)}): another config?")
             theirs, mine = list(saved[head]), classes[head]
             if theirs != mine:
-                i = next((k for k, (a, b) in enumerate(zip(theirs, mine, strict=False)) if a != b), None)
-                if i is None:
-                    i = min(len(theirs), len(mine))
-                ours = repr(mine[i]) if i < len(mine) else "nothing"
-                trained = repr(theirs[i]) if i < len(theirs) else "nothing"
+                # The first position where they differ; a list that ends early has "nothing" there.
+                named = zip_longest(map(repr, theirs), map(repr, mine), fillvalue="nothing")
+                i, (trained, ours) = next((k, pair) for k, pair in enumerate(named) if pair[0] != pair[1])
                 raise ValueError(
                     f"{path}: head {head}: class {i + 1} is {trained} in the checkpoint but {ours} in the data "
                     f"({len(theirs)} vs {len(mine)} classes; another catalogue, config or --min-class-count?)"

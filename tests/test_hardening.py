@@ -204,7 +204,7 @@ def test_decoding_before_the_batcher_counts_against_the_queue_and_the_deadline(
 
         recognizer._decode_chunk = slow_decode
         slow = [pool.submit(client.post, "/classify", files=jpeg_files(photos, 2)) for _ in range(2)]
-        wait_for(lambda: recognizer._decoding == 4)
+        wait_for(lambda: recognizer.batcher._held == 4)
         refused = client.post("/classify", files=jpeg_files(photos, 1))
         statuses = sorted(f.result().status_code for f in slow)
         text = client.get("/metrics").text

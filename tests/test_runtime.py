@@ -148,3 +148,32 @@ def test_on_cuda_batches_are_padded_to_at_most_two_shapes(tiny_repo: Path) -> No
     assert runtime.batch_shapes(64) == [32, 64]
     assert runtime.batch_shapes(32) == [32]
     assert runtime.batch_shapes(8) == [8]
+
+
+def test_on_cuda_warm_up_runs_each_shape_twice_the_second_time_on_varied_pixels(tiny_repo: Path) -> None:
+    # On an H200 the run after a shape's single warm-up run still took 6 s (bench/results/gpu/v4).
+    runtime = load(tiny_repo)
+    runtime.provider = "cuda"  # the calls only: CI has no GPU
+    seen: list[tuple[int, bool]] = []
+
+    def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append((len(pixels), bool((pixels == pixels.flat[0]).all())))  # (size, one uniform colour?)
+        return {}
+
+    runtime.run = run  # type: ignore[method-assign]
+    assert runtime.warm_up(64) == [32, 64]
+    assert seen == [(32, True), (32, False), (64, True), (64, False)]
+
+
+def test_on_cpu_warm_up_runs_each_shape_once(tiny_repo: Path) -> None:
+    runtime = load(tiny_repo)
+    sizes: list[int] = []
+    real_run = runtime.run
+
+    def run(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        sizes.append(len(pixels))
+        return real_run(pixels)
+
+    runtime.run = run  # type: ignore[method-assign]
+    assert runtime.warm_up(16) == [1, 16]
+    assert sizes == [1, 16]

@@ -6,7 +6,12 @@
 #   - the service's web stack as wheels for Python 3.12 (pyproject's pins; numpy stays the host's);
 #   - the served version's FP16 file, the first $IMAGES catalogue JPEGs as images-000.tar;
 #   - wrk (with its libluajit) and hey from this machine.
-# Run from the project root: tools/gpu/pack.sh. PART (default 60m) sets the part size.
+# Run from the project root: tools/gpu/pack.sh. PART (default 61m) sets the part size. Before the device calls,
+# delete the tracked model files from the working tree (they travel in the parts), and restore them after
+# with `git checkout -- models bench/results` (files under bench/results that git does not track are lost):
+#   rm -rf models/product-classifier/3 bench/results && rm -f models/product-classifier/4/model.*onnx* \
+#     models/product-classifier/*/*.png
+# The tree is then about 1 MB, so tree + one part stay under 64 MiB.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cd "$root"
@@ -49,7 +54,7 @@ PY
 cp "$(command -v wrk)" "$(command -v hey)" "$work/p/bin/"
 cp "$(ldd "$(command -v wrk)" | awk '/libluajit/ {print $3}')" "$work/p/lib/"
 rm -rf .gpu && mkdir -p .gpu
-tar -C "$work/p" -cf - . | split -b "${PART:-60m}" -d -a 1 - "$work/part"
+tar -C "$work/p" -cf - . | split -b "${PART:-61m}" -d -a 1 - "$work/part"
 n=0
 for p in "$work"/part*; do mkdir -p ".gpu/c$n" && mv "$p" ".gpu/c$n/"; n=$((n + 1)); done
 du -sh .gpu/c*

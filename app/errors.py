@@ -68,6 +68,13 @@ class NotReady(VitrineError):
     code = "not_ready"
 
 
+class BodyTimeout(VitrineError):
+    """The request body did not arrive within `body_timeout_s` (a stalled or very slow upload)."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class DeadlineExceeded(VitrineError):
     status = 504
     code = "deadline_exceeded"

@@ -149,7 +149,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def answer(request: Request, endpoint: Endpoint, top_k: int | None) -> dict[str, Any]:
         recognizer = await recognizer_of(request)
         blobs = await read_images(
-            request, max_images=settings.max_images_per_request, max_bytes=settings.max_request_bytes
+            request,
+            max_images=settings.max_images_per_request,
+            max_bytes=settings.max_request_bytes,
+            timeout_s=settings.body_timeout_s,
         )
         work = asyncio.ensure_future(recognizer.recognise(endpoint, blobs, top_k or settings.default_top_k))
         gone = asyncio.ensure_future(_disconnected(request))

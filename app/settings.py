@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="Deadline for a request's images, from when its body has been read (decoding included); "
         "queued work past it gets 504.",
     )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest a request's body may take to arrive; a slower upload gets 408 and its connection "
+        "is closed, so stalled clients cannot hold bodies in memory without end.",
+    )
     max_images_per_request: int = Field(
         256,
         ge=1,

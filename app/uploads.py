@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
+    BodyTimeout,
     ClientClosed,
     ImageError,
     MalformedBody,
@@ -30,18 +32,24 @@ MAX_OTHER_PARTS = 16  # multipart parts besides the images (ignored, but not wit
 Blob = bytes | ImageError
 
 
-async def read_images(request: Request, *, max_images: int, max_bytes: int) -> list[Blob]:
+async def read_images(request: Request, *, max_images: int, max_bytes: int, timeout_s: float) -> list[Blob]:
     """Image bytes in request order; invalid base64 items become per-item errors.
 
-    The body limit is checked from Content-Length here and while streaming by `BodyLimit`.
+    The body limit is checked from Content-Length here and while streaming by `BodyLimit`; a body still
+    arriving after `timeout_s` is BodyTimeout (408, connection closed).
     """
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise PayloadTooLarge(f"the request body is {length} bytes, more than the limit of {max_bytes}")
     try:
-        blobs = await _read(request, max_images)
+        async with asyncio.timeout(timeout_s):
+            blobs = await _read(request, max_images)
     except ClientDisconnect as exc:  # the client hung up mid-upload: not a server error
         raise ClientClosed("the client closed the connection while sending the body") from exc
+    except TimeoutError as exc:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s:g}s", headers={"Connection": "close"}
+        ) from exc
     if not blobs:
         raise NoImages(f"the request holds no images; send one or more '{FIELD}' parts or a JSON '{FIELD}' list")
     if len(blobs) > max_images:

@@ -143,7 +143,7 @@ def test_health_models_and_docs(client: TestClient) -> None:
     body = schema["paths"]["/classify"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= body.keys()
     documented = schema["paths"]["/classify"]["post"]["responses"].keys()
-    assert {"200", "400", "401", "413", "415", "422", "499", "500", "503", "504"} <= documented
+    assert {"200", "400", "401", "408", "413", "415", "422", "499", "500", "503", "504"} <= documented
     assert client.get("/docs").status_code == 200
 
 

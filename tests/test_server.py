@@ -120,3 +120,29 @@ def test_a_chunked_body_over_the_limit_is_cut_off_while_streaming(tiny_settings:
         response = httpx.post(f"{url}/classify", content=body(), headers={"content-type": "image/jpeg"}, timeout=30)
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_upload_that_stalls_gets_408_and_its_connection_is_closed(
+    tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    settings = tiny_settings.model_copy(update={"body_timeout_s": 0.5})
+    with running(settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            head = (
+                "POST /classify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(photos[0])}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + photos[0][:100])  # then nothing more
+            started = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            waited = time.monotonic() - started
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 408 Request Timeout", answer[:200]
+        assert b"connection: close" in rest.lower()
+        assert b'"body_timeout"' in rest
+        assert 0.4 < waited < 4
+        text = httpx.get(f"{url}/metrics").text
+        assert metric(text, 'vitrine_requests_total{endpoint="classify",status="408"}') == 1

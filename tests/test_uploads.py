@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from starlette.requests import Request
 
-from app.errors import ClientClosed, MalformedBody, TooManyImages
+from app.errors import BodyTimeout, ClientClosed, MalformedBody, TooManyImages
 from app.uploads import MAX_OTHER_PARTS, Blob, read_images
 
 BOUNDARY = "vitrine-test-boundary"
@@ -34,7 +35,7 @@ def read(payload: bytes, *, chunk: int = 7, max_images: int = 8, content_type: s
     ctype = content_type or f"multipart/form-data; boundary={BOUNDARY}"
     scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
     request = Request(scope, receive)
-    return asyncio.run(read_images(request, max_images=max_images, max_bytes=2**20))
+    return asyncio.run(read_images(request, max_images=max_images, max_bytes=2**20, timeout_s=10))
 
 
 def test_image_parts_come_back_byte_for_byte_in_order(photos: list[bytes]) -> None:
@@ -102,4 +103,38 @@ def test_a_client_hanging_up_mid_upload_is_client_closed_not_a_server_error(phot
         messages[:] = [{"type": "http.request", "body": first[:500], "more_body": True}, {"type": "http.disconnect"}]
         scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
         with pytest.raises(ClientClosed):
-            asyncio.run(read_images(Request(scope, receive), max_images=8, max_bytes=2**20))
+            asyncio.run(read_images(Request(scope, receive), max_images=8, max_bytes=2**20, timeout_s=10))
+
+
+def stalling_after(first: bytes) -> Callable[[], Awaitable[dict[str, object]]]:
+    """An ASGI receive that gives `first` as the start of the body, then nothing more."""
+    sent = [{"type": "http.request", "body": first, "more_body": True}]
+
+    async def receive() -> dict[str, object]:
+        if sent:
+            return sent.pop(0)
+        await asyncio.sleep(30)  # the rest never comes
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def test_a_body_that_stops_arriving_is_a_body_timeout(photos: list[bytes]) -> None:
+    """A client that sends part of its body and then nothing must not hold the request (and the bytes) forever."""
+    multipart = f"multipart/form-data; boundary={BOUNDARY}"
+    for ctype, first in (
+        ("image/jpeg", photos[0]),
+        ("application/json", b'{"images": ["'),
+        (multipart, part("images", photos[0])),
+    ):
+        scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+        request = Request(scope, stalling_after(first[:500]))
+
+        async def read(request: Request = request) -> float:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(BodyTimeout) as caught:
+                await asyncio.wait_for(read_images(request, max_images=8, max_bytes=2**20, timeout_s=0.2), 5)
+            assert caught.value.headers == {"Connection": "close"}
+            return asyncio.get_running_loop().time() - started
+
+        assert asyncio.run(read()) < 2

@@ -111,8 +111,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "Malformed request (no images, too many images, bad multipart or JSON)"),
         (401, "No valid API key (only when VITRINE_API_KEYS is set)"),
-        (413, "Body too large"),
         (408, "The request body did not arrive within VITRINE_BODY_TIMEOUT_S (the connection is closed)"),
+        (413, "Body too large"),
         (415, "Unsupported content type"),
         (422, "Invalid query parameter"),
         (500, "Internal error"),

@@ -84,7 +84,7 @@ class Recognizer:
         )
         # Decoding on the model threads: the batcher queues the bytes and each batch is decoded where it runs,
         # so there is no decode pool. Otherwise requests are decoded on the pool before the batcher.
-        self._new_decode_pool = partial(decode_pool, settings.decode_threads, settings.decode_processes)
+        self._new_decode_pool = partial(decode_pool, settings.decode_threads, layout.decode_processes)
         self._decode_pool: Executor | None = None
         self._decode_workers = 0
         if not layout.decode_on_model_threads:
@@ -136,7 +136,7 @@ class Recognizer:
         """Start the decode processes (if any), warm up every batch shape the service will run (on each model
         thread on CUDA), then start batching."""
         started = time.monotonic()
-        if self.settings.decode_processes:
+        if self.layout.decode_processes:
             await self._start_decode_processes()
         warm_up = partial(self.runtime.warm_up, self.layout.max_batch_size)
         if self.runtime.provider == "cuda":
@@ -233,7 +233,7 @@ class Recognizer:
         if layout.decode_on_model_threads:
             decode = "model threads"
         else:
-            decode = "decode processes" if self.settings.decode_processes else "decode threads"
+            decode = "decode processes" if layout.decode_processes else "decode threads"
         return {
             "model_workers": layout.model_workers,
             "intra_op_threads_per_worker": layout.intra_op_threads,

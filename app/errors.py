@@ -68,6 +68,13 @@ class NotReady(VitrineError):
     code = "not_ready"
 
 
+class NotAvailable(VitrineError):
+    """The served model has no head for this endpoint (e.g. /classify for a model with attribute heads only)."""
+
+    status = 404
+    code = "not_available"
+
+
 class BodyTimeout(VitrineError):
     """The request body did not arrive within `body_timeout_s` (a stalled or very slow upload)."""
 

@@ -148,6 +148,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     async def answer(request: Request, endpoint: Endpoint, top_k: int | None) -> dict[str, Any]:
         recognizer = await recognizer_of(request)
+        recognizer.check_endpoint(endpoint)  # before reading a body that could not be answered
         blobs = await read_images(
             request,
             max_images=settings.max_images_per_request,
@@ -178,7 +179,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         summary="Category of each product photo",
     )
     async def classify(request: Request, top_k: int | None = top_k_query) -> Response:
-        """Article type with its master and sub category, and the top-k article types, per image."""
+        """Article type with its master and sub category, and the top-k article types, per image (for a model
+        without an article-type head, its finest category level; 404 for one without category heads)."""
         return FastJSON(await answer(request, "classify", top_k))
 
     @app.post(

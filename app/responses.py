@@ -22,8 +22,10 @@ class Scored(BaseModel):
 
 
 class Category(Scored):
-    master: Scored
-    sub: Scored
+    """The finest category level the model has (the article type for the default model), with the coarser ones."""
+
+    master: Scored | None = Field(None, description="Absent when the model has no master-category head.")
+    sub: Scored | None = Field(None, description="Absent when the model has no sub-category head.")
 
 
 class Attribute(Scored):
@@ -111,6 +113,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (400, "Malformed request (no images, too many images, bad multipart or JSON)"),
         (401, "No valid API key (only when VITRINE_API_KEYS is set)"),
+        (404, "The served model has no head for this endpoint (/classify for a model without category heads)"),
         (408, "The request body did not arrive within VITRINE_BODY_TIMEOUT_S (the connection is closed)"),
         (413, "Body too large"),
         (415, "Unsupported content type"),

@@ -15,7 +15,7 @@ import numpy as np
 
 from app.answers import HeadView
 from app.batcher import Batcher, Row
-from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
+from app.errors import DeadlineExceeded, ImageError, NotAvailable, NotReady, VitrineError
 from app.metrics import Metrics
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
@@ -70,6 +70,7 @@ class Recognizer:
         self.article = _optional_view(meta.head_by_level("article"))
         self.master = _optional_view(meta.head_by_level("master"))
         self.sub = _optional_view(meta.head_by_level("sub"))
+        self.finest = self.article or self.sub or self.master  # what /classify's label and top_k come from
         self.attributes = [HeadView(h) for h in meta.attribute_heads]
         self.model_block = {
             "name": meta.name,
@@ -243,6 +244,11 @@ class Recognizer:
             "decode_workers": self._decode_workers,
         }
 
+    def check_endpoint(self, endpoint: Endpoint) -> None:
+        """NotAvailable (404) when the model has no head for `endpoint`: /classify needs a category head."""
+        if endpoint == "classify" and self.finest is None:
+            raise NotAvailable("the served model has no category heads; /attributes answers its heads")
+
     async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
         """Answer one request: a result per image in order, per-image errors in place.
 
@@ -324,16 +330,14 @@ class Recognizer:
 
     def _result(self, endpoint: Endpoint, index: int, row: Row, top_k: int) -> dict[str, Any]:
         if endpoint == "classify":
-            category: dict[str, Any] = {}
-            if self.article is not None:
-                category.update(self.article.best(row[self.article.output]))
+            finest = self.finest
+            assert finest is not None  # check_endpoint refused the request otherwise
+            category = finest.best(row[finest.output])
             for name, view in (("master", self.master), ("sub", self.sub)):
                 if view is not None:
                     category[name] = view.best(row[view.output])
-            result: dict[str, Any] = {"index": index, "status": "ok", "category": category}
-            if self.article is not None:
-                result["top_k"] = self.article.top(row[self.article.output], top_k)
-            return result
+            top = finest.top(row[finest.output], top_k)
+            return {"index": index, "status": "ok", "category": category, "top_k": top}
         attributes = {
             view.key: {**view.best(row[view.output]), "top_k": view.top(row[view.output], top_k)}
             for view in self.attributes

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from app.main import create_app
+from app.responses import ClassifyResponse
 from app.service import open_runtime
 from app.settings import PIPELINED_BATCH, WORKER_BATCH, Layout, Settings
 from tests.images import encode, photo, png_bomb
+from tests.tiny_model import HEADS, make_repository
 
 
 def files(blobs: list[bytes], name: str = "images") -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -143,7 +146,7 @@ def test_health_models_and_docs(client: TestClient) -> None:
     body = schema["paths"]["/classify"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= body.keys()
     documented = schema["paths"]["/classify"]["post"]["responses"].keys()
-    assert {"200", "400", "401", "408", "413", "415", "422", "499", "500", "503", "504"} <= documented
+    assert {"200", "400", "401", "404", "408", "413", "415", "422", "499", "500", "503", "504"} <= documented
     assert client.get("/docs").status_code == 200
 
 
@@ -293,3 +296,29 @@ def test_decode_processes_give_the_same_answers_and_errors(
             k: h["label"] for k, h in b["attributes"].items()
         }
     assert "vitrine_decode_duration_seconds_count 9.0" in metrics  # every item timed, in the parent process
+
+
+@pytest.mark.parametrize(
+    ("levels", "label_from"),
+    [(("article", "sub", "master"), "article"), (("sub", "master"), "sub"), (("article",), "article"), ((), None)],
+    ids=["all-levels", "no-article", "article-only", "attributes-only"],
+)
+def test_classify_answers_as_its_schema_says_for_any_set_of_category_heads(
+    tmp_path: Path, tiny_settings: Settings, levels: tuple[str, ...], label_from: str | None
+) -> None:
+    """Which columns become heads is configuration: /classify must keep its documented shape for any of them."""
+    heads = [h for h in HEADS if h.level in levels or h.role == "attribute"]
+    settings = tiny_settings.model_copy(update={"model_repository": make_repository(tmp_path / "m", heads=heads)})
+    files = [("images", ("a.jpg", encode(photo(0), "JPEG"), "image/jpeg"))]
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/classify?top_k=2", files=files)
+        assert client.post("/attributes", files=files).status_code == 200
+    if label_from is None:
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_available"
+        return
+    assert answer.status_code == 200
+    ClassifyResponse.model_validate(answer.json())  # the OpenAPI document's model
+    result = answer.json()["results"][0]
+    finest = next(h for h in heads if h.level == label_from)
+    assert result["category"]["label"] in finest.labels and len(result["top_k"]) == 2
+    assert {k for k in result["category"] if k in ("master", "sub")} == set(levels) & {"master", "sub"}

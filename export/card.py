@@ -105,6 +105,10 @@ def _data_section(report: Mapping[str, object]) -> list[str]:
         items = report.get(key)
         if isinstance(items, list):
             lines.append(f"- {label}: {len(items)}")
+    empty = report.get("empty_label_cells")
+    if isinstance(empty, Mapping) and any(empty.values()):
+        cells = ", ".join(f"{head} {n}" for head, n in empty.items() if n)
+        lines.append(f"- Empty label cells (no label for that head; the photo kept for the others): {cells}")
     masked = report.get("masked_classes")
     if isinstance(masked, Mapping):
         rows: list[list[object]] = [

@@ -47,7 +47,9 @@ class Catalogue:
 
 
 def read_labels(csv_path: Path, id_column: str, columns: list[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Rows keyed by id; rows without an id or with an empty required column are returned as problems.
+    """Rows keyed by id. Rows without an id or without any label are dropped; an empty cell in a row with other
+    labels is kept as "" (no label for that head: the photo still trains and scores the others). Both are
+    returned as problems.
 
     UTF-8 with or without a byte order mark; whitespace around the header names is ignored."""
     rows: dict[str, dict[str, str]] = {}
@@ -63,13 +65,15 @@ def read_labels(csv_path: Path, id_column: str, columns: list[str]) -> tuple[dic
             for line, row in enumerate(reader, start=2):
                 key = (row.get(id_column) or "").strip()
                 empty = [c for c in columns if not (row.get(c) or "").strip()]
-                if not key or empty:
-                    problems.append(f"line {line}: {'no id' if not key else 'empty ' + ', '.join(empty)}")
+                if not key or len(empty) == len(columns):
+                    problems.append(f"line {line}: {'no id' if not key else 'no labels'}")
                     continue
                 if key in rows:
                     problems.append(f"line {line}: duplicate id {key}")
                     continue
-                rows[key] = {c: row[c].strip() for c in columns}
+                if empty:
+                    problems.append(f"line {line}: empty {', '.join(empty)} (no label for that head, the others kept)")
+                rows[key] = {c: (row[c] or "").strip() for c in columns}
     except UnicodeDecodeError as exc:
         raise ValueError(f"{csv_path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
     except csv.Error as exc:
@@ -189,8 +193,10 @@ def load_catalogue(
     labels: dict[str, np.ndarray] = {}
     classes: dict[str, list[str]] = {}
     masked: dict[str, dict[str, int]] = {}
+    unlabelled_cells: dict[str, int] = {}
     for head in heads:
         counts = Counter(rows[i][head.column] for i in ids)
+        unlabelled_cells[head.column] = counts.pop("", 0)  # empty cells: IGNORE below, like masked classes
         kept = sorted(c for c, n in counts.items() if n >= config.min_class_count)
         masked[head.column] = {c: n for c, n in sorted(counts.items()) if n < config.min_class_count}
         if len(kept) < 2:
@@ -210,6 +216,7 @@ def load_catalogue(
         "duplicate_images": duplicates,
         "images_without_label_row": unlabelled,
         "masked_classes": masked,
+        "empty_label_cells": unlabelled_cells,
     }
     for name, items in (
         ("CSV problems", problems),

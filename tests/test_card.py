@@ -61,6 +61,7 @@ DATA_REPORT = {
     "masked_classes": {"articleType": {"Ipad": 1, "Shoe | Laces": 3}, "baseColour": {}},
     "missing_images": ["39403", "39410"],
     "undecodable_images": [],
+    "empty_label_cells": {"articleType": 0, "baseColour": 3},
 }
 HISTORY = [
     {"epoch": 1, "train_loss": 2.0123, "val_mean_top1": 0.71, "minutes": 3.5},
@@ -97,6 +98,7 @@ def test_card_has_metrics_table_history_and_reproduce(tmp_path: Path) -> None:
     assert "128x128" in text
     assert "train 35539, val 4442, test 4443" in text
     assert "Missing images: 2" in text
+    assert "Empty label cells (no label for that head; the photo kept for the others): baseColour 3" in text
     assert r"Ipad (1), Shoe \| Laces (3)" in text  # a pipe in a class name does not break the table
     assert table_row(text, "2", "Training history") == ["1.1", "0.8", "7.25"]
     assert table_row(text, "scale_range", "Training recipe") == ["0.85, 1.1"]

@@ -58,10 +58,30 @@ def test_bad_rows_missing_and_undecodable_images_are_reported(tmp_path: Path) ->
     broken.write_bytes(b"not a jpeg")
     catalogue = load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
     report = catalogue.report
-    assert report["missing_images"] == ["999999"]
+    assert report["missing_images"] == ["888888", "999999"]  # 888888's row is kept for its other labels
     assert [u.split(":")[0] for u in cast(list[str], report["undecodable_images"])] == [broken.stem]
-    assert len(cast(list[str], report["csv_problems"])) == 2
+    assert len(cast(list[str], report["csv_problems"])) == 2  # no id; empty articleType
     assert len(catalogue) == 47
+
+
+def test_an_empty_label_cell_masks_that_head_only(tmp_path: Path) -> None:
+    """A catalogue row with one label missing still trains and scores the other heads (it was dropped whole)."""
+    data = copy_catalogue(tmp_path / "export", as_tar=False)
+    text = (data / "labels.csv").read_text()
+    text = text.replace("3356,Men,Apparel,Topwear,Tshirts,Black,", "3356,Men,Apparel,Topwear,Tshirts,,")
+    text = text.replace("4069,Men,Footwear,Shoes,Casual Shoes,Brown,", "4069,,,,,,")  # no label of any head
+    (data / "labels.csv").write_text(text)
+    columns = [h.column for h in HEADS]
+    catalogue = load_catalogue(data, HEADS, DataConfig(min_class_count=1), SPEC)
+    assert "4069" not in catalogue.ids and len(catalogue) == 47
+    row = catalogue.ids.index("3356")
+    labels = {c: catalogue.classes[c][k] if (k := int(catalogue.labels[c][row])) != IGNORE else None for c in columns}
+    assert labels["baseColour"] is None and labels["articleType"] == "Tshirts"
+    assert "" not in catalogue.classes["baseColour"]
+    empty = cast(dict[str, int], catalogue.report["empty_label_cells"])
+    assert empty["baseColour"] == 1 and empty["articleType"] == 0
+    problems = cast(list[str], catalogue.report["csv_problems"])
+    assert any("empty baseColour" in p for p in problems) and any("no labels" in p for p in problems)
 
 
 def test_rare_classes_are_masked_not_dropped(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
 # Default largest batches. Two one-thread workers at 16 ran as fast as at 32 and held 270 MB instead of 410
 # under load (bench/PROFILE.md, ninth session); one batch at a time takes 32.
 WORKER_BATCH = 16
+PIPELINED_BATCH = 32
 # On CUDA with this many usable CPUs or more, decode in processes by default (the CPUs less two): on an H200's 16
 # cores 14 processes served profile A at 3,137 img/s against 2,022 on decode threads (bench/results/gpu/v4).
 AUTO_DECODE_PROCESSES_MIN_CPUS = 8
-PIPELINED_BATCH = 32
 
 
 def available_cpus() -> int:

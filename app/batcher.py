@@ -117,7 +117,7 @@ class Batcher:
             item = _Item(pixels, loop.create_future(), now)
             self._queue.append(item)
             futures.append(item.future)
-        self._metrics.queue_depth.set(len(self._queue))
+        self._report_depth()
         self._wakeup.set()
         return futures
 
@@ -132,10 +132,16 @@ class Batcher:
         against `max_queue_size` from here, so a full service answers 503 at once, not after decoding."""
         self._check_room(images)
         self._held += images
+        self._report_depth()
         try:
             yield
         finally:
             self._held -= images
+            self._report_depth()
+
+    def _report_depth(self) -> None:
+        """`vitrine_queue_depth`: the images `max_queue_size` counts, queued for a batch or held for decoding."""
+        self._metrics.queue_depth.set(len(self._queue) + self._held)
 
     async def probe(self, pixels: np.ndarray, timeout_s: float) -> bool:
         """Run one batch on a model thread, outside the queue: does the model answer again? A success counts
@@ -159,7 +165,7 @@ class Batcher:
         kept = [item for item in self._queue if id(item.future) not in gone]
         if len(kept) != len(self._queue):
             self._queue = deque(kept)
-            self._metrics.queue_depth.set(len(self._queue))
+            self._report_depth()
 
     async def stop(self) -> None:
         """Stop taking work, finish what is queued and in flight, then release the model threads."""
@@ -177,7 +183,7 @@ class Batcher:
             item = self._queue.popleft()
             if not item.future.done():  # cancelled: its client went away
                 batch.append(item)
-        self._metrics.queue_depth.set(len(self._queue))
+        self._report_depth()
         return batch
 
     async def _work(self) -> None:

@@ -59,7 +59,12 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge("vitrine_queue_depth", "Images waiting in the batch queue.", registry=r)
+        self.queue_depth = Gauge(
+            "vitrine_queue_depth",
+            "Images waiting for a batch and, when decoding runs before the batcher, for decoding "
+            "(VITRINE_MAX_QUEUE_SIZE caps it).",
+            registry=r,
+        )
         self.model_failing = Gauge(
             "vitrine_model_failing",
             "1 while the last model runs all failed (readiness is then false until a check run succeeds), else 0.",

@@ -277,3 +277,28 @@ def test_discarded_images_leave_the_queue_at_once_and_batching_goes_on() -> None
         assert sorted(model.sizes) == [1, 2]  # the discarded images never ran
 
     asyncio.run(scenario())
+
+
+def test_the_queue_depth_gauge_counts_images_held_for_decoding_like_the_queue_limit_does() -> None:
+    """With decoding before the batcher, images being decoded count against max_queue_size: the gauge shows them."""
+
+    async def scenario() -> None:
+        metrics = Metrics()
+        batcher = Batcher(Model(), metrics=metrics, max_batch_size=8, max_delay_s=10.0, max_queue_size=64)
+        batcher.start()
+
+        def depth() -> float | None:
+            return metrics.registry.get_sample_value("vitrine_queue_depth")
+
+        with batcher.holding(5):
+            assert depth() == 5
+            futures = batcher.submit([item(1), item(2)])
+            assert depth() == 7
+            with pytest.raises(Overloaded):
+                batcher.submit([item(0)] * 58)  # 5 held + 2 queued + 58 > 64
+        assert depth() == 2
+        batcher.discard(futures)
+        assert depth() == 0
+        await batcher.stop()
+
+    asyncio.run(scenario())

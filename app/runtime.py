@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +158,8 @@ class Runtime:
         if embedding and embedding not in outputs:
             raise ModelLoadError(f"model has no embedding output {embedding!r}")
         if undeclared:  # the graph does not say its widths: run one image and look
-            white = np.full((1, spec.size, spec.size, 3), 255, dtype=np.uint8)
             names = [h.output for h in undeclared]
-            for head, value in zip(undeclared, self.session.run(names, {spec.input_name: white}), strict=True):
+            for head, value in zip(undeclared, self.session.run(names, {spec.input_name: self.blank(1)}), strict=True):
                 if value.shape != (1, len(head.labels)):
                     raise ModelLoadError(
                         f"output {head.output!r} gives shape {list(value.shape)[1:]} per image, metadata lists "
@@ -192,6 +190,12 @@ class Runtime:
                 raise RuntimeError(f"model output {name!r} is not finite")
         return out
 
+    def blank(self, n: int) -> np.ndarray:
+        """`n` white images of the model's input size (a catalogue photo's background): for runs that only
+        exercise the model."""
+        size = self.metadata.preprocessing.size
+        return np.full((n, size, size, 3), 255, dtype=np.uint8)
+
     def warm_up(self, max_batch_size: int) -> list[int]:
         """Run every batch shape so no request pays allocation or kernel-selection cost; return them.
 
@@ -203,14 +207,9 @@ class Runtime:
         shapes = self.batch_shapes(max_batch_size)
         cuda = self.provider == "cuda"
         self._padded_sizes = shapes if cuda else []
-        size = self.metadata.preprocessing.size
-        varied = np.random.default_rng(0).integers(0, 256, (max(shapes), size, size, 3), dtype=np.uint8)
+        rng = np.random.default_rng(0)
         for n in shapes:
-            runs = [np.full((n, size, size, 3), 255, dtype=np.uint8), varied[:n]] if cuda else [varied[:n]]
-            took = []
-            for pixels in runs:
-                started = time.monotonic()
-                self.run(pixels)
-                took.append(time.monotonic() - started)
-            log.debug("warm-up of batch shape %d on %s: %s s", n, self.provider, ", ".join(f"{t:.2f}" for t in took))
+            self.run(self.blank(n))
+            if cuda:
+                self.run(rng.integers(0, 256, self.blank(n).shape, dtype=np.uint8))
         return shapes

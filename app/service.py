@@ -130,8 +130,7 @@ class Recognizer:
         if self._checking.locked():
             return
         async with self._checking:
-            size = self.spec.size
-            await self.batcher.probe(np.full((1, size, size, 3), 255, dtype=np.uint8), PROBE_TIMEOUT_S)
+            await self.batcher.probe(self.runtime.blank(1), PROBE_TIMEOUT_S)
 
     async def start(self) -> None:
         """Start the decode processes (if any), warm up every batch shape the service will run (on each model

@@ -191,15 +191,12 @@ class PhaseMonitor:
     _started: float = 0.0
     _cpu: CpuTimes | None = None
     _before: dict[str, int] = field(default_factory=dict)
-    _tree: set[int] = field(default_factory=set)
 
     def _readings(self) -> dict[str, int]:
         stats = pid_stats()
         own = stats.get(os.getpid(), (0, 0))[1]
-        # The server's tree is found once per reading; the memory sampler then reads only those pids.
-        self._tree = descendants(self.server_pids, stats) if self.server_pids else set()
         return {
-            "server": sum(stats[p][1] for p in self._tree),
+            "server": tree_jiffies(self.server_pids, stats),
             "bench": own,
             "loadgen": round(_children_cpu_s() * CLK_TCK),
         }

@@ -149,9 +149,10 @@ def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str,
         files += image_files(source, config.image_extension)
     else:
         files = [source]
+    csv_info = csv_path.stat()
     return {
         "data": str(data.resolve()),
-        "csv": [str(csv_path.resolve()), csv_path.stat().st_size, csv_path.stat().st_mtime_ns],
+        "csv": [str(csv_path.resolve()), csv_info.st_size, csv_info.st_mtime_ns],
         "images": [stat(p) for p in files],
         "config": config.model_dump(mode="json"),
         "columns": columns,

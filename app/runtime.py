@@ -209,7 +209,8 @@ class Runtime:
         self._padded_sizes = shapes if cuda else []
         rng = np.random.default_rng(0)
         for n in shapes:
-            self.run(self.blank(n))
+            white = self.blank(n)
+            self.run(white)
             if cuda:
-                self.run(rng.integers(0, 256, self.blank(n).shape, dtype=np.uint8))
+                self.run(rng.integers(0, 256, white.shape, dtype=np.uint8))
         return shapes

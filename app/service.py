@@ -21,7 +21,7 @@ from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
 from app.runtime import Runtime, wants_cuda
 from app.schema import Head
-from app.settings import Layout, Settings
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +31,30 @@ FAILING_RUNS = 3  # model runs failed in a row after which the replica reports n
 PROBE_TIMEOUT_S = 10.0  # a check of a failing model that takes longer leaves it failing
 
 
-def serving_layout(settings: Settings) -> Layout:
-    """The settings' layout for the provider they ask for. A CUDA build that falls back to the CPU keeps the
-    CUDA layout (one batch in flight, decode threads), which the CPU also runs."""
-    return settings.layout(cuda=wants_cuda(settings.providers))
-
-
 def open_runtime(settings: Settings) -> Runtime:
-    """Open the configured model version as the settings say (raises ModelLoadError)."""
+    """Open the configured model version as the settings say (raises ModelLoadError).
+
+    Its intra-op threads are those of the layout for the provider it runs on: a CUDA build that falls back
+    to the CPU (no usable GPU) is opened again with the CPU layout's threads, so that it serves in the CPU
+    layout, not in the one made for a GPU."""
+    cuda = wants_cuda(settings.providers)
+    threads = settings.layout(cuda=cuda).intra_op_threads
+    runtime = _runtime(settings, settings.providers, threads)
+    if cuda and runtime.provider != "cuda":
+        log.warning("onnxruntime has the CUDA provider but no usable GPU: serving in the CPU layout")
+        cpu_threads = settings.layout(cuda=False).intra_op_threads
+        if cpu_threads != threads:
+            runtime = _runtime(settings, "cpu", cpu_threads)
+    return runtime
+
+
+def _runtime(settings: Settings, providers: str, intra_op_threads: int) -> Runtime:
     return Runtime(
         configured(settings),
         precision=settings.precision,
-        providers=settings.providers,
+        providers=providers,
         # Concurrent runs share one session; the intra-op threads are shared out among them.
-        intra_op_threads=serving_layout(settings).intra_op_threads,
+        intra_op_threads=intra_op_threads,
         spinning=settings.intra_op_spinning,
         memory_pattern=settings.memory_pattern,
     )
@@ -55,7 +65,9 @@ class Recognizer:
 
     def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime | None = None) -> None:
         self.settings = settings
-        self.layout = layout = serving_layout(settings)
+        self.runtime = runtime or open_runtime(settings)
+        # Decided for the provider the model runs on, which is the CPU when a CUDA build finds no GPU.
+        self.layout = layout = settings.layout(cuda=self.runtime.provider == "cuda")
         if layout.decode_on_model_threads and "decode_threads" in settings.model_fields_set:
             log.warning(
                 "VITRINE_DECODE_THREADS=%d has no effect: images are decoded on the model threads "
@@ -63,7 +75,6 @@ class Recognizer:
                 settings.decode_threads,
             )
         self.metrics = metrics
-        self.runtime = runtime or open_runtime(settings)
         self.metadata = self.runtime.metadata
         self.spec = self.metadata.preprocessing
         meta = self.metadata

@@ -12,9 +12,12 @@ import pytest
 from onnx import helper
 
 from app.errors import ModelLoadError
+from app.metrics import Metrics
 from app.repository import resolve
 from app.runtime import Runtime, choose_precision, cuda_available, softmax
 from app.schema import ModelMetadata
+from app.service import Recognizer
+from app.settings import Settings
 from tests.tiny_model import HEADS, make_repository
 
 
@@ -87,6 +90,23 @@ def test_a_cuda_build_without_a_usable_gpu_serves_the_cpu_file(
     monkeypatch.setattr(ort, "preload_dlls", lambda *args, **kwargs: None, raising=False)
     runtime = load(tiny_repo, providers="auto")
     assert (runtime.provider, runtime.precision, runtime.path.name) == ("cpu", "int8", "model.int8.onnx")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider")
+def test_a_cuda_build_without_a_usable_gpu_serves_in_the_cpu_layout(
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback serves like a CPU build: one-thread model workers that decode their own batches, not the
+    GPU's one two-thread session fed by decode threads."""
+    real = ort.get_available_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
+    monkeypatch.setattr(ort, "preload_dlls", lambda *args, **kwargs: None, raising=False)
+    settings = tiny_settings.model_copy(update={"providers": "auto", "intra_op_threads": 2, "max_batch_size": None})
+    recognizer = Recognizer(settings, Metrics())
+    assert recognizer.runtime.provider == "cpu"
+    assert recognizer.layout == settings.layout(cuda=False) != settings.layout(cuda=True)
+    assert recognizer.layout.decode_on_model_threads and recognizer.layout.model_workers == 2
+    assert recognizer.runtime.session.get_session_options().intra_op_num_threads == 1
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")

@@ -21,6 +21,13 @@ PIPELINED_BATCH = 32
 AUTO_DECODE_PROCESSES_MIN_CPUS = 8
 
 
+def auto_decode_processes(cuda: bool) -> int:
+    """Decode processes when `VITRINE_DECODE_PROCESSES` is not set and images are not decoded on the model
+    threads: on CUDA with at least AUTO_DECODE_PROCESSES_MIN_CPUS usable CPUs, the CPUs less two; else 0."""
+    cpus = available_cpus()
+    return cpus - 2 if cuda and cpus >= AUTO_DECODE_PROCESSES_MIN_CPUS else 0
+
+
 def available_cpus() -> int:
     """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota if one is set."""
     try:
@@ -208,9 +215,7 @@ class Settings(BaseSettings):
         """
         processes = self.decode_processes
         if processes is None:
-            cpus = available_cpus()
-            many = cuda and not self.decode_on_model_threads and cpus >= AUTO_DECODE_PROCESSES_MIN_CPUS
-            processes = cpus - 2 if many else 0
+            processes = 0 if self.decode_on_model_threads else auto_decode_processes(cuda)
         decode_in_batch = self.decode_on_model_threads
         if decode_in_batch is None:
             decode_in_batch = not cuda and not processes

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from app.settings import AUTO_DECODE_PROCESSES_MIN_CPUS
 from bench import report
 from bench.images import ROOT
 from bench.runner import DEFAULT_PROFILES, PEER_PROFILES, PROFILES, Bench, Options
@@ -89,8 +90,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--decode-processes",
         type=int,
-        default=0,
-        help="decode in this many processes instead of threads, in the service and the in-process ceilings (0)",
+        default=None,
+        help="decode in this many processes instead of threads, in the service and the in-process ceilings "
+        "(default: the service's own: 0 on the CPU; on CUDA with at least "
+        f"{AUTO_DECODE_PROCESSES_MIN_CPUS} CPUs, the CPUs less two)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"])
     p.add_argument(

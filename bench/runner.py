@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from app.settings import auto_decode_processes
 from bench import images as imgs
 from bench import report, servers, stacks
 from bench.loadgen import LoadResult, Wrk, hey_command, open_loop_connections, parse_hey_csv, parse_wrk, run_process
@@ -70,7 +71,7 @@ class Options:
     n_images: int = 256
     threads: int = 2
     decode_threads: int = 2
-    decode_processes: int = 0
+    decode_processes: int | None = None  # None: the service's own default (`auto_decode_processes`)
     precision: str = "auto"
     providers: str = "cpu"
     ceiling_batch: int = 32
@@ -210,11 +211,20 @@ def count_results(payload: Any) -> tuple[int, list[str]]:
     return len(items), labels
 
 
+def service_decode_processes(opts: Options) -> int:
+    """The decode processes the service runs with: those asked for, else its own default for the provider
+    (on CUDA, a many-core host's CPUs less two)."""
+    if opts.decode_processes is not None:
+        return opts.decode_processes
+    return auto_decode_processes(cuda=opts.providers == "cuda")
+
+
 class Bench:
     """Holds the run's inputs (images, bodies, model) and builds the result dictionary."""
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
+        self.decode_processes = service_decode_processes(opts)  # which the in-process ceilings then match
         self.workdir = Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
         self.jpegs, self.source = imgs.load_jpegs(opts.n_images)
         self.body_sets: dict[str, tuple[Path, int, str]] = {}
@@ -241,7 +251,7 @@ class Bench:
             "warmup_s": o.warmup_s,
             "threads": o.threads,
             "decode_threads": o.decode_threads,
-            "decode_processes": o.decode_processes,
+            "decode_processes": self.decode_processes,
             "precision": o.precision,
             "providers": o.providers,
             "ceiling_batch": o.ceiling_batch,
@@ -321,7 +331,7 @@ class Bench:
             batch=batch,
             duration_s=opts.ceiling_s,
             providers=opts.providers,
-            decode_processes=opts.decode_processes,
+            decode_processes=self.decode_processes,
         )
         alone = partial(
             ceilings.onnxruntime_alone,
@@ -639,12 +649,13 @@ class Bench:
         env = {
             "VITRINE_INTRA_OP_THREADS": str(self.opts.threads),
             "VITRINE_DECODE_THREADS": str(self.opts.decode_threads),
-            "VITRINE_DECODE_PROCESSES": str(self.opts.decode_processes),
             "VITRINE_PRECISION": self.opts.precision,
             "VITRINE_PROVIDERS": self.opts.providers,
             **self.opts.service_env,
             **(variant or {}),
         }
+        if self.opts.decode_processes is not None:  # else the service's own default, which the ceilings match
+            env.setdefault("VITRINE_DECODE_PROCESSES", str(self.opts.decode_processes))
         return servers.vitrine_spec(port, env)
 
     def peer_env(self) -> dict[str, str]:

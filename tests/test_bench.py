@@ -469,6 +469,23 @@ def test_every_bench_option_reaches_the_run_and_quick_shortens_it() -> None:
     assert opts.ceilings_after and not cli.options(cli.parser().parse_args(["--no-ceilings-after"]), []).ceilings_after
 
 
+def test_the_bench_decodes_as_the_service_would_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --decode-processes the service keeps its own default (processes on a many-core CUDA host) and the
+    in-process ceilings use the same count; with it, the service is told."""
+    from app import settings as app_settings
+    from bench import runner
+
+    monkeypatch.setattr(app_settings, "available_cpus", lambda: 16)
+    bench = runner.Bench.__new__(runner.Bench)
+    for providers, asked, used in (("cuda", None, 14), ("cpu", None, 0), ("cuda", 3, 3), ("cuda", 0, 0)):
+        bench.opts = Options(results=tmp_path, providers=providers, decode_processes=asked)
+        assert runner.service_decode_processes(bench.opts) == used
+        env = bench.vitrine_spec(8000).env
+        assert env.get("VITRINE_DECODE_PROCESSES") == (None if asked is None else str(asked))
+        if asked is None:
+            assert app_settings.Settings(providers="cpu").layout(cuda=providers == "cuda").decode_processes == used
+
+
 def test_micro_times_each_decode_stage_on_real_photos(photos: list[bytes]) -> None:
     from app.schema import Preprocessing
     from bench.micro import decode_stages

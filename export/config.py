@@ -108,6 +108,8 @@ LITE_VARIANTS = {
 class ExportConfig(BaseModel):
     """One whole export run."""
 
+    model_config = VALIDATED  # the command line's overrides are checked as the file's values are
+
     name: str = "product-classifier"
     backbone: str = Field(
         "efficientnet-lite0",

@@ -16,9 +16,11 @@ from app.repository import resolve
 from app.runtime import softmax
 from app.schema import Preprocessing
 from app.settings import Settings
+from export import ensemble as ensemble_step
 from export import posthoc
 from export.cli import main
 from export.convert import onnx_outputs, read_onnx_metadata
+from export.steps import int8_drops
 from tests.conftest import CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,10 +147,13 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
 
     # The same version twice as an ensemble: the CLI step writes a full folder that the service loads, and
     # two identical members must answer what the member answers.
-    # A limit below zero: only INT8 beating FP32 on every head would pass.
-    failing = ["ensemble", "--members", str(folder), str(folder), *same_data, *same_out, "--max-int8-drop", "-0.01"]
+    # A limit below zero (refused on the command line, so given to the check itself): only INT8 beating FP32
+    # on every head would pass.
+    failing = ["ensemble", "--members", str(folder), str(folder), *same_data, *same_out]
     capsys.readouterr()
-    assert main(failing) == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ensemble_step, "int8_drops", lambda metrics, heads, limit: int8_drops(metrics, heads, -0.01))
+        assert main(failing) == 1
     assert capsys.readouterr().err.startswith("vitrine export ensemble: INT8 loses ")
     ensemble_args = ["--members", str(folder), str(folder), *same_data, *same_out, "--max-int8-drop", "1.0"]
     assert main(["ensemble", *ensemble_args, "--overwrite", "--version", "2"]) == 0

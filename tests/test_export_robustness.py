@@ -214,3 +214,11 @@ def test_options_out_of_range_are_refused_in_one_line(
     code = main(["train", "--data", str(CATALOGUE), "--work", str(tmp_path / "w"), *SMOKE, *option])
     assert code == 2
     assert option[0].strip("-").replace("-", "_") in one_line_error(capsys)
+
+
+def test_a_negative_int8_limit_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--max-int8-drop is the export config's own field; before, -1 was taken (and any INT8 file failed)."""
+    where = ["--data", str(CATALOGUE), "--work", str(tmp_path / "w"), "--model", str(tmp_path / "m"), *SMOKE]
+    code = main(["quantize", *where, "--max-int8-drop", "-1"])
+    assert code == 2
+    assert "max_int8_top1_drop: Input should be greater than or equal to 0" in one_line_error(capsys)

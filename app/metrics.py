@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,6 +20,41 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+NO_CGROUP_LIMIT = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def resident_bytes(pids: Iterable[int]) -> float:
+    """The summed resident memory of these processes, from /proc/<pid>/statm (a process gone counts 0)."""
+    pages = 0
+    for pid in pids:
+        try:
+            pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return float(pages * PAGE_BYTES)
+
+
+def memory_limit_bytes() -> float:
+    """The memory this process may use: its cgroup's limit (v2 `memory.max`, v1 `memory.limit_in_bytes`: a
+    container's) when one is set, at most the host's memory (`MemTotal`); NaN where neither can be read."""
+    limits: list[float] = []
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < NO_CGROUP_LIMIT:
+            limits.append(float(text))
+        break  # the first file found is this host's cgroup version ("max": no limit)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append(float(line.split()[1]) * 1024)
+                break
+    except OSError:
+        pass
+    return min(limits) if limits else float("nan")
 
 
 class Metrics:
@@ -70,4 +109,16 @@ class Metrics:
             "1 while the last model runs all failed (readiness is then false until a check run succeeds), else 0.",
             registry=r,
         )
+        self.decode_processes_memory = Gauge(
+            "vitrine_decode_processes_resident_memory_bytes",
+            "Resident memory of the decode processes (VITRINE_DECODE_PROCESSES) summed, 0 without them; "
+            "process_resident_memory_bytes is the service process's alone.",
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "vitrine_memory_limit_bytes",
+            "Memory the service may use: its cgroup's limit (the container's) if set, at most the host's memory.",
+            registry=r,
+        )
+        self.memory_limit.set_function(memory_limit_bytes)
         self.model_info = Info("vitrine_model", "The model being served.", registry=r)

@@ -57,12 +57,15 @@ def render(expr: str) -> str:
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric names an expression selects (label matchers, durations, grouping and function names removed)."""
+    """Metric names an expression selects (label matchers, durations, grouping and function names removed;
+    names given in a `__name__` matcher, such as `{__name__=~"a|b"}`, kept)."""
+    names = set()
+    for match in re.finditer(r'__name__\s*=~?\s*"([^"]*)"', render(expr)):
+        names.update(match.group(1).split("|"))
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', render(expr))  # string literals
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # range durations and subqueries
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group(0)
         rest = text[match.end():].lstrip()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from app.main import create_app
@@ -296,6 +297,16 @@ def test_decode_processes_give_the_same_answers_and_errors(
             k: h["label"] for k, h in b["attributes"].items()
         }
     assert "vitrine_decode_duration_seconds_count 9.0" in metrics  # every item timed, in the parent process
+    # Their memory is exported beside the service process's (which the memory alert adds to it).
+    assert sample(metrics, "vitrine_decode_processes_resident_memory_bytes") > 20e6  # Python, numpy and Pillow each
+    assert sample(client.get("/metrics").text, "vitrine_decode_processes_resident_memory_bytes") == 0.0
+    assert 0 < sample(metrics, "vitrine_memory_limit_bytes") < float("inf")
+
+
+def sample(exposition: str, name: str) -> float:
+    """The value of an unlabelled metric in a /metrics text."""
+    (family,) = (f for f in text_string_to_metric_families(exposition) if f.name == name)
+    return float(family.samples[0].value)
 
 
 @pytest.mark.parametrize(

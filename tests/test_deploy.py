@@ -275,6 +275,11 @@ def test_alert_rules_read_exported_metrics(client: TestClient, photos: list[byte
     assert fired == {r["alert"] for r in rules}  # every rule has a test in which it fires
 
 
+def test_metric_names_come_from_selectors_and_name_matchers() -> None:
+    expr = 'sum by (job) ({job="v", __name__=~"a_bytes|b_bytes"}) > on (job) 0.75 * rate(c_total{x="1e3"}[5m])'
+    assert dashboard_check.metric_names(expr) == {"a_bytes", "b_bytes", "c_total"}
+
+
 def test_alert_rules_pass_their_unit_tests() -> None:
     promtool = tool("promtool")
     if not promtool:

@@ -87,18 +87,25 @@ class Runtime:
         precision: str,
         providers: str,
         intra_op_threads: int,
+        cpu_intra_op_threads: int | None = None,
         spinning: bool = True,
         memory_pattern: bool = False,
     ) -> None:
+        """`cpu_intra_op_threads`: the threads to use instead if CUDA is asked for (`auto` with the CUDA
+        provider compiled in) but the session falls back to the CPU; default `intra_op_threads`."""
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
+        self.intra_op_threads = intra_op_threads
         options = session_options(intra_op_threads, spinning=spinning, memory_pattern=memory_pattern)
         self.session, self.provider = self._open(version, providers, options)
-        if precision == "auto" and self.provider != "cuda":
-            cpu_choice = choose_precision(version, "auto", "cpu")
-            if self.precision != cpu_choice:
-                # CUDA is compiled in but not usable (no GPU or libraries): take the file the CPU would take.
-                self.precision = cpu_choice
+        if wants_cuda(providers) and self.provider != "cuda":
+            # CUDA is compiled in but not usable (no GPU or libraries): the file and the threads the CPU takes.
+            log.warning("the CUDA provider is compiled in but not usable: serving on the CPU")
+            cpu_choice = choose_precision(version, precision, "cpu")
+            cpu_threads = cpu_intra_op_threads or intra_op_threads
+            if (self.precision, self.intra_op_threads) != (cpu_choice, cpu_threads):
+                self.precision, self.intra_op_threads = cpu_choice, cpu_threads
+                options = session_options(cpu_threads, spinning=spinning, memory_pattern=memory_pattern)
                 self.session, self.provider = self._open(version, "cpu", options)
         self._check_signature()
         self._padded_sizes: list[int] = []
@@ -113,7 +120,7 @@ class Runtime:
             self.precision,
             self.path,
             self.provider,
-            intra_op_threads,
+            self.intra_op_threads,
         )
 
     def _open(

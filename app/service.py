@@ -35,26 +35,15 @@ def open_runtime(settings: Settings) -> Runtime:
     """Open the configured model version as the settings say (raises ModelLoadError).
 
     Its intra-op threads are those of the layout for the provider it runs on: a CUDA build that falls back
-    to the CPU (no usable GPU) is opened again with the CPU layout's threads, so that it serves in the CPU
-    layout, not in the one made for a GPU."""
-    cuda = wants_cuda(settings.providers)
-    threads = settings.layout(cuda=cuda).intra_op_threads
-    runtime = _runtime(settings, settings.providers, threads)
-    if cuda and runtime.provider != "cuda":
-        log.warning("onnxruntime has the CUDA provider but no usable GPU: serving in the CPU layout")
-        cpu_threads = settings.layout(cuda=False).intra_op_threads
-        if cpu_threads != threads:
-            runtime = _runtime(settings, "cpu", cpu_threads)
-    return runtime
-
-
-def _runtime(settings: Settings, providers: str, intra_op_threads: int) -> Runtime:
+    to the CPU (no usable GPU) takes the CPU layout's, and so serves in the CPU layout, not in the one made
+    for a GPU."""
     return Runtime(
         configured(settings),
         precision=settings.precision,
-        providers=providers,
+        providers=settings.providers,
         # Concurrent runs share one session; the intra-op threads are shared out among them.
-        intra_op_threads=intra_op_threads,
+        intra_op_threads=settings.layout(cuda=wants_cuda(settings.providers)).intra_op_threads,
+        cpu_intra_op_threads=settings.layout(cuda=False).intra_op_threads,
         spinning=settings.intra_op_spinning,
         memory_pattern=settings.memory_pattern,
     )

@@ -17,7 +17,9 @@
 #  6. a real Prometheus (Debian's package) on the host scraping the container, with the alerting rules loaded; a
 #     few dozen requests (some of them errors on purpose); then every Grafana dashboard query must return data
 #     from that Prometheus, and every alerting rule must evaluate without error and stay quiet;
-#  7. a graceful stop (SIGTERM, exit code 0). Containers and Prometheus are removed at the end.
+#  7. a graceful stop (SIGTERM, exit code 0); then the image again with VITRINE_DECODE_PROCESSES=2 under the same
+#     hardening (the GPU image's default on many cores): it answers, exports the processes' memory and stops
+#     cleanly. Containers and Prometheus are removed at the end.
 #
 # Environment: VERIFY_DIR (work folder, default /var/tmp/vitrine-verify), VERIFY_PORT (18000), VERIFY_PROM_PORT
 # (19090), VERIFY_REBUILD_BASE=1 (debootstrap again), VERIFY_KEEP_DOCKERD=1 (leave a dockerd this script
@@ -66,7 +68,7 @@ check() { # check "name" command...: PASS when the command exits 0, FAIL with it
 }
 
 cleanup() {
-    [ -n "${DOCKER:-}" ] && "$DOCKER" rm -f "$CONTAINER" "$CONTAINER-gpu" >/dev/null 2>&1
+    [ -n "${DOCKER:-}" ] && "$DOCKER" rm -f "$CONTAINER" "$CONTAINER-gpu" "$CONTAINER-dp" >/dev/null 2>&1
     if [ -n "$PROM_PID" ]; then kill "$PROM_PID" 2>/dev/null; wait "$PROM_PID" 2>/dev/null; fi
     if [ -n "$DOCKERD_PID" ] && [ "${VERIFY_KEEP_DOCKERD:-0}" != 1 ]; then
         kill "$DOCKERD_PID" 2>/dev/null
@@ -400,6 +402,43 @@ code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$CONTAINER")
 [ "$code" = 0 ] && record PASS "docker stop (SIGTERM)" "exit code 0 after $((SECONDS - started_at))s" \
     || { "$DOCKER" logs --tail 20 "$CONTAINER" 2>&1 | sed 's/^/      /'; record FAIL "docker stop (SIGTERM)" "exit code $code"; }
 "$DOCKER" logs "$CONTAINER" >"$WORK/container.log" 2>&1
+
+# Decode processes (the GPU image's default on 8 or more CPUs) in the same hardened container: spawned
+# processes need POSIX semaphores (/dev/shm) beside the read-only root, and their memory must be exported.
+log "7b. decode processes in the hardened container (VITRINE_DECODE_PROCESSES=2)"
+DP_URL=http://127.0.0.1:$((PORT + 2))
+"$DOCKER" rm -f "$CONTAINER-dp" >/dev/null 2>&1
+"$DOCKER" run -d --name "$CONTAINER-dp" -p "127.0.0.1:$((PORT + 2)):8000" --read-only --tmpfs /tmp:size=64m \
+    --cap-drop ALL --security-opt no-new-privileges --cpus 2 --memory 2g -e VITRINE_DECODE_PROCESSES=2 \
+    "${run_args[@]}" "$IMAGE" >/dev/null
+for _ in $(seq 1 120); do
+    curl -fsS "$DP_URL/health/ready" >/dev/null 2>&1 && break
+    [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$CONTAINER-dp")" = true ] || break
+    sleep 1
+done
+decode_processes_ok() { # the layout in /models, 4 photos answered, the processes' memory in /metrics
+    curl -fsS "$DP_URL/models" | python3 -c '
+import json, sys
+serving = json.load(sys.stdin)["models"][0]["serving"]
+assert serving["decode_on"] == "decode processes" and serving["decode_workers"] == 2, serving' || return 1
+    URL=$DP_URL attributes_ok >/dev/null || return 1
+    curl -fsS "$DP_URL/metrics" | python3 -c '
+import sys
+values = {line.split()[0]: float(line.split()[1]) for line in sys.stdin if line.startswith(("vitrine_decode_processes_resident", "vitrine_memory_limit"))}
+rss, limit = values["vitrine_decode_processes_resident_memory_bytes"], values["vitrine_memory_limit_bytes"]
+assert rss > 10e6 and limit == 2 * 2**30, values
+print(f"2 decode processes answered 4 photos; their resident memory {rss / 2**20:.0f} MiB, the limit {limit / 2**30:.0f} GiB")'
+}
+check "decode processes in the hardened container" decode_processes_ok
+dp_stop() {
+    "$DOCKER" stop -t 30 "$CONTAINER-dp" >/dev/null
+    local code
+    code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$CONTAINER-dp")
+    [ "$code" = 0 ] && echo "exit code 0"
+}
+check "decode processes: docker stop (SIGTERM)" dp_stop
+"$DOCKER" logs "$CONTAINER-dp" >"$WORK/container-dp.log" 2>&1
+"$DOCKER" rm -f "$CONTAINER-dp" >/dev/null 2>&1
 
 if [ "${VERIFY_GPU_BUILD:-0}" = 1 ]; then
     log "8. Dockerfile.gpu on the local base (no CUDA here: checks the recipe, not the GPU)"

@@ -456,6 +456,14 @@ if [ "${VERIFY_GPU_BUILD:-0}" = 1 ]; then
         done
         URL=http://127.0.0.1:$((PORT + 1)) check "GPU image without a GPU: POST /classify (providers=auto falls back to the CPU)" \
             classify_ok "$photo"
+        cpu_layout() { # the fallback serves as a CPU build does: one-thread model workers decoding their batches
+            curl -fsS "http://127.0.0.1:$((PORT + 1))/models" | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["models"][0]
+assert (m["provider"], m["precision"], m["serving"]["decode_on"]) == ("cpu", "int8", "model threads"), m
+print("provider", m["provider"], m["precision"], "; serving:", m["serving"])'
+        }
+        check "GPU image without a GPU: the CPU file and the CPU layout" cpu_layout
         "$DOCKER" logs "$CONTAINER-gpu" >"$WORK/container-gpu.log" 2>&1
         "$DOCKER" rm -f "$CONTAINER-gpu" >/dev/null 2>&1
         # ...and providers=cuda must refuse to start rather than run on the CPU.

@@ -20,6 +20,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 NO_CGROUP_LIMIT = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 
@@ -96,6 +97,14 @@ class Metrics:
             "vitrine_decode_duration_seconds",
             "Decode and preprocessing time per image.",
             buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.prediction_score = Histogram(
+            "vitrine_prediction_score",
+            "Top-1 score (calibrated probability) of each answered image, per head: when it drifts down, the "
+            "photos differ from the catalogue the model learnt (another studio, new kinds of product).",
+            ["head"],
+            buckets=SCORE_BUCKETS,
             registry=r,
         )
         self.queue_depth = Gauge(

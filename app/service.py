@@ -78,8 +78,10 @@ class Recognizer:
             "provider": self.runtime.provider,
             "precision": self.runtime.precision,
         }
-        # The labelled counter children of the hot path, looked up once instead of per image.
+        # The labelled metric children of the hot path, looked up once instead of per image.
         self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
+        views = [v for v in (self.article, self.sub, self.master, *self.attributes) if v is not None]
+        self._scores = {v.key: metrics.prediction_score.labels(v.key) for v in views}
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
@@ -331,20 +333,25 @@ class Recognizer:
         return [item for items, _ in parts for item in items]
 
     def _result(self, endpoint: Endpoint, index: int, row: Row, top_k: int) -> dict[str, Any]:
+        """One image's answer; each head's top-1 score is observed in `vitrine_prediction_score`."""
         if endpoint == "classify":
             finest = self.finest
             assert finest is not None  # check_endpoint refused the request otherwise
-            category = finest.best(row[finest.output])
+            category = self._best(finest, row)
             for name, view in (("master", self.master), ("sub", self.sub)):
                 if view is not None:
-                    category[name] = view.best(row[view.output])
+                    category[name] = self._best(view, row)
             top = finest.top(row[finest.output], top_k)
             return {"index": index, "status": "ok", "category": category, "top_k": top}
         attributes = {
-            view.key: {**view.best(row[view.output]), "top_k": view.top(row[view.output], top_k)}
-            for view in self.attributes
+            view.key: {**self._best(view, row), "top_k": view.top(row[view.output], top_k)} for view in self.attributes
         }
         return {"index": index, "status": "ok", "attributes": attributes}
+
+    def _best(self, view: HeadView, row: Row) -> dict[str, Any]:
+        best = view.best(row[view.output])
+        self._scores[view.key].observe(best["score"])
+        return best
 
 
 def _chunks(items: list[Any], parts: int) -> list[list[Any]]:

@@ -303,6 +303,25 @@ def test_decode_processes_give_the_same_answers_and_errors(
     assert 0 < sample(metrics, "vitrine_memory_limit_bytes") < float("inf")
 
 
+def test_each_answered_head_s_top1_score_is_observed(client: TestClient, photos: list[bytes]) -> None:
+    """vitrine_prediction_score: one observation per head answered per image (bad images none), of the score
+    the answer carries, so that its distribution drifting shows in Prometheus."""
+    classified = client.post("/classify", files=files([*photos[:5], b"plain text"])).json()["results"]
+    described = client.post("/attributes", files=files(photos[:3])).json()["results"]
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    samples = families["vitrine_prediction_score"].samples
+    count = {s.labels["head"]: s.value for s in samples if s.name.endswith("_count")}
+    total = {s.labels["head"]: s.value for s in samples if s.name.endswith("_sum")}
+    assert count == {"article": 5, "sub": 5, "master": 5, "colour": 3, "gender": 3, "season": 3, "usage": 3}
+    answered = {
+        "article": [r["category"]["score"] for r in classified[:5]],
+        "master": [r["category"]["master"]["score"] for r in classified[:5]],
+        **{key: [r["attributes"][key]["score"] for r in described] for key in ("colour", "gender", "season", "usage")},
+    }
+    for head, scores in answered.items():
+        assert total[head] == pytest.approx(sum(scores)), head
+
+
 def sample(exposition: str, name: str) -> float:
     """The value of an unlabelled metric in a /metrics text."""
     (family,) = (f for f in text_string_to_metric_families(exposition) if f.name == name)

@@ -343,6 +343,11 @@ def test_classify_answers_as_its_schema_says_for_any_set_of_category_heads(
     with TestClient(create_app(settings)) as client:
         answer = client.post("/classify?top_k=2", files=files)
         assert client.post("/attributes", files=files).status_code == 200
+        metrics = client.get("/metrics").text
+    # Each head answered for the one photo is observed once (the finest level also fills its own nested entry).
+    (family,) = (f for f in text_string_to_metric_families(metrics) if f.name == "vitrine_prediction_score")
+    counts = {s.labels["head"]: s.value for s in family.samples if s.name.endswith("_count")}
+    assert counts == {h.key: 1.0 for h in heads}
     if label_from is None:
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_available"
         return

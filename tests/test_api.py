@@ -308,10 +308,7 @@ def test_each_answered_head_s_top1_score_is_observed(client: TestClient, photos:
     the answer carries, so that its distribution drifting shows in Prometheus."""
     classified = client.post("/classify", files=files([*photos[:5], b"plain text"])).json()["results"]
     described = client.post("/attributes", files=files(photos[:3])).json()["results"]
-    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
-    samples = families["vitrine_prediction_score"].samples
-    count = {s.labels["head"]: s.value for s in samples if s.name.endswith("_count")}
-    total = {s.labels["head"]: s.value for s in samples if s.name.endswith("_sum")}
+    count, total = score_histogram(client.get("/metrics").text)
     assert count == {"article": 5, "sub": 5, "master": 5, "colour": 3, "gender": 3, "season": 3, "usage": 3}
     answered = {
         "article": [r["category"]["score"] for r in classified[:5]],
@@ -326,6 +323,14 @@ def sample(exposition: str, name: str) -> float:
     """The value of an unlabelled metric in a /metrics text."""
     (family,) = (f for f in text_string_to_metric_families(exposition) if f.name == name)
     return float(family.samples[0].value)
+
+
+def score_histogram(exposition: str) -> tuple[dict[str, float], dict[str, float]]:
+    """vitrine_prediction_score's observation count and sum per head in a /metrics text."""
+    (family,) = (f for f in text_string_to_metric_families(exposition) if f.name == "vitrine_prediction_score")
+    count = {s.labels["head"]: s.value for s in family.samples if s.name.endswith("_count")}
+    total = {s.labels["head"]: s.value for s in family.samples if s.name.endswith("_sum")}
+    return count, total
 
 
 @pytest.mark.parametrize(
@@ -345,9 +350,7 @@ def test_classify_answers_as_its_schema_says_for_any_set_of_category_heads(
         assert client.post("/attributes", files=files).status_code == 200
         metrics = client.get("/metrics").text
     # Each head answered for the one photo is observed once (the finest level also fills its own nested entry).
-    (family,) = (f for f in text_string_to_metric_families(metrics) if f.name == "vitrine_prediction_score")
-    counts = {s.labels["head"]: s.value for s in family.samples if s.name.endswith("_count")}
-    assert counts == {h.key: 1.0 for h in heads}
+    assert score_histogram(metrics)[0] == {h.key: 1.0 for h in heads}
     if label_from is None:
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_available"
         return

@@ -62,6 +62,12 @@ class TrainConfig(BaseModel):
     scale_range: tuple[float, float] = (0.85, 1.1)
     shift_fraction: float = Field(0.08, ge=0.0, le=0.3)
     hflip: bool = True
+    mixup_alpha: float = Field(
+        0.0,
+        ge=0.0,
+        description="Mixup: each batch blended with a shuffled copy of itself by a Beta(alpha, alpha) weight, and "
+        "every head's loss by the same weight (0: off).",
+    )
     threads: int | None = Field(None, ge=1)
     seed: int = Field(1234, description="Seeds the split too: keep it when continuing a run.")
     init_from: Path | None = Field(

@@ -63,6 +63,13 @@ def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, fill:
     return out.contiguous(memory_format=torch.channels_last)
 
 
+def mix(x: torch.Tensor, weight: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup: the batch blended with a shuffled copy of itself (`weight` of the original), and the shuffle."""
+    order = torch.randperm(x.shape[0], generator=generator)
+    mixed = weight * x + (1.0 - weight) * x[order]
+    return mixed.contiguous(memory_format=torch.channels_last), order
+
+
 def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Tensor | None:
     """count**-power per class, scaled to mean 1 over the samples; None when power is 0."""
     if power == 0:
@@ -116,6 +123,7 @@ def train(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     generator = torch.Generator().manual_seed(cfg.seed)
+    mix_weights = np.random.default_rng(cfg.seed)  # Beta draws for mixup (torch's Beta takes no generator)
     fill = (255.0 - model.mean) / model.std
 
     specs = {h.column: h for h in config.heads}
@@ -178,14 +186,21 @@ def train(
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = model.normalise(torch.from_numpy(train_data.pixels[idx]))
             x = augment(x, cfg, generator, fill)
+            weight, partner = 1.0, None
+            if cfg.mixup_alpha > 0:
+                weight = float(mix_weights.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+                x, partner = mix(x, weight, generator)
             soft = teacher(x) if teacher is not None else {}
             logits, _ = model.forward_features(x)
             loss = torch.zeros(())
             for name in model.head_names:
                 label_share = 1.0 - cfg.distill_weight if name in soft else 1.0
                 y = torch.from_numpy(train_data.labels[name][idx])
-                if (y != IGNORE).any():
-                    loss = loss + specs[name].loss_weight * label_share * losses[name](logits[name], y)
+                pairs = [(weight, y)] if partner is None else [(weight, y), (1.0 - weight, y[partner])]
+                for share, target in pairs:
+                    if (target != IGNORE).any():
+                        head_loss = losses[name](logits[name], target)
+                        loss = loss + specs[name].loss_weight * label_share * share * head_loss
                 if name in soft:
                     kd = distillation_loss(logits[name], soft[name], cfg.distill_temperature)
                     loss = loss + specs[name].loss_weight * cfg.distill_weight * kd

@@ -337,10 +337,11 @@ class Recognizer:
         if endpoint == "classify":
             finest = self.finest
             assert finest is not None  # check_endpoint refused the request otherwise
-            category = self._best(finest, row)
+            best = self._best(finest, row)
+            category = {**best}
             for name, view in (("master", self.master), ("sub", self.sub)):
-                if view is not None:  # the finest level's own entry repeats its answer, observed once
-                    category[name] = view.best(row[view.output]) if view is finest else self._best(view, row)
+                if view is not None:  # the finest level's own entry repeats its answer (not computed again)
+                    category[name] = best if view is finest else self._best(view, row)
             top = finest.top(row[finest.output], top_k)
             return {"index": index, "status": "ok", "category": category, "top_k": top}
         attributes = {

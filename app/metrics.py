@@ -36,6 +36,21 @@ def resident_bytes(pids: Iterable[int]) -> float:
     return float(pages * PAGE_BYTES)
 
 
+def child_pids(parent: int, marker: bytes) -> tuple[int, ...]:
+    """The processes whose parent is `parent` and whose command line contains `marker`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])  # the name may hold spaces
+            if ppid == parent and marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return tuple(found)
+
+
 def memory_limit_bytes() -> float:
     """The memory this process may use: its cgroup's limit (v2 `memory.max`, v1 `memory.limit_in_bytes`: a
     container's) when one is set, at most the host's memory (`MemTotal`); NaN where neither can be read."""
@@ -120,7 +135,8 @@ class Metrics:
         )
         self.decode_processes_memory = Gauge(
             "vitrine_decode_processes_resident_memory_bytes",
-            "Resident memory of the decode processes (VITRINE_DECODE_PROCESSES) summed, 0 without them; "
+            "Resident memory of the decode processes (VITRINE_DECODE_PROCESSES) and of the resource tracker "
+            "process multiprocessing starts with them, summed; 0 without them. "
             "process_resident_memory_bytes is the service process's alone.",
             registry=r,
         )

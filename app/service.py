@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from concurrent.futures import Executor
@@ -16,7 +17,7 @@ import numpy as np
 from app.answers import HeadView
 from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotAvailable, NotReady, VitrineError
-from app.metrics import Metrics, resident_bytes
+from app.metrics import Metrics, child_pids, resident_bytes
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
 from app.runtime import Runtime, wants_cuda
@@ -90,7 +91,7 @@ class Recognizer:
         self._new_decode_pool = partial(decode_pool, settings.decode_threads, layout.decode_processes)
         self._decode_pool: Executor | None = None
         self._decode_workers = 0
-        self._decode_pids: tuple[int, ...] = ()  # the decode processes, once started
+        self._decode_pids: tuple[int, ...] = ()  # the decode processes and resource tracker, once started
         metrics.decode_processes_memory.set_function(lambda: resident_bytes(self._decode_pids))
         if not layout.decode_on_model_threads:
             self._decode_pool, self._decode_workers = self._new_decode_pool()
@@ -174,7 +175,9 @@ class Recognizer:
                 raise RuntimeError(
                     f"{len(seen)} of {self._decode_workers} decode processes started within {DECODE_START_S:g}s"
                 ) from None
-        self._decode_pids = tuple(seen)
+        # multiprocessing's resource tracker, a child process of its own, lives as long as the service
+        tracker = child_pids(os.getpid(), b"multiprocessing.resource_tracker")
+        self._decode_pids = (*seen, *tracker)
 
     async def _decode(
         self, pool: Executor, blobs: list[bytes | ImageError]

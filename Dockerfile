@@ -63,6 +63,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/tmp \
     VITRINE_HOST=0.0.0.0 \
     VITRINE_PORT=8000 \
+    ORT_DISABLE_TELEMETRY=1 \
     VITRINE_MODEL_REPOSITORY=/opt/vitrine/models
 WORKDIR /opt/vitrine
 USER ${UID}:${UID}

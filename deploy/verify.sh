@@ -394,6 +394,11 @@ else
     record FAIL "alerting rules evaluate on live data, none active" "${rules_state:-no answer from /api/v1/rules}"
 fi
 
+# onnxruntime's telemetry (on by default on Linux since 1.29) would keep a device id and an event cache under
+# $HOME/.cache/Microsoft after the requests above, and try to upload them; the image turns it off.
+check "no onnxruntime telemetry in the container" "$DOCKER" exec "$CONTAINER" sh -c \
+    'test "$ORT_DISABLE_TELEMETRY" = 1 && test ! -e "$HOME/.cache/Microsoft" && echo "ORT_DISABLE_TELEMETRY=1; nothing under $HOME/.cache/Microsoft"'
+
 # ---------------------------------------------------------------------------------------------------------------
 log "7. graceful stop"
 started_at=$SECONDS

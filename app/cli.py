@@ -47,6 +47,9 @@ def serve(argv: list[str]) -> int:
         loop="auto",
         http="auto",
         access_log=False,
+        # uvicorn's own lines ("Started server process", "Shutting down", ...) go through the root logger set
+        # up above, in the service's format with a timestamp, instead of uvicorn's un-timestamped handler.
+        log_config=None,
         # uvicorn takes whole seconds: round up, so that a fractional grace is never cut short.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )

@@ -511,6 +511,11 @@ def test_sigterm_finishes_accepted_requests_and_exits_0(tiny_repo: Path, photos:
         assert int(answered.group(1)) == 3 * outcomes.count(200), (answered.group(0), outcomes)
         # The start-up check's session is the one the app serves with: the model is opened once.
         assert log.count("app.runtime: loaded tiny v1") == 1, log
+        # One log format, uvicorn's lines included: each line has a timestamp, a level and a logger name.
+        lines = [line for line in log.splitlines() if line.strip()]
+        pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+        assert [line for line in lines if not pattern.match(line)] == [], log
+        assert any("uvicorn.error: Shutting down" in line for line in lines), log
     finally:
         if process.poll() is None:
             process.kill()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 # Opens the model the way `vitrine serve` does and runs it once: what onnxruntime's telemetry would record.
 SERVE_ONCE = """
 import sys

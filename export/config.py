@@ -57,6 +57,13 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.02
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    drop_path: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Stochastic depth: the deepest residual block drops its branch for this share of the images "
+        "while training, shallower ones proportionally less (0: off; EfficientNet's own recipe uses 0.2).",
+    )
     patience: int = Field(3, ge=1, description="Early stopping: epochs without validation improvement.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after the epoch that passes this budget.")
     scale_range: tuple[float, float] = (0.85, 1.1)

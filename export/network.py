@@ -37,6 +37,9 @@ class MBConv(nn.Module):
     def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
         super().__init__()
         hidden = c_in * expand
+        # Stochastic depth: while training, the residual branch is dropped for this share of the images
+        # (set by EfficientNetLite.set_drop_path; 0 leaves the block as it is, and the exported graph never has it).
+        self.drop_path = 0.0
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
@@ -48,13 +51,17 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
+        y: torch.Tensor = x
         if self.expand:
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        out: torch.Tensor = x + y if self.residual else y
-        return out
+        if not self.residual:
+            return y
+        if self.training and self.drop_path > 0:
+            keep = 1.0 - self.drop_path
+            y = y * torch.bernoulli(torch.full((y.shape[0], 1, 1, 1), keep, device=y.device)) / keep
+        return x + y
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -87,6 +94,12 @@ class EfficientNetLite(nn.Module):
         self._conv_head = nn.Conv2d(round_filters(320, width), 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth as EfficientNet trains it: residual block i of n drops its branch for rate * i / n of the
+        images while training (the deeper, the more often)."""
+        for i, block in enumerate(self._blocks):
+            block.drop_path = rate * i / len(self._blocks)  # type: ignore[assignment]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled 1280-d features of normalised NCHW float input."""
@@ -191,9 +204,15 @@ class MultiHeadClassifier(nn.Module):
 
 
 def build_efficientnet_classifier(
-    head_sizes: dict[str, int], *, pretrained: bool = True, dropout: float = 0.2, backbone: str = "efficientnet-lite0"
+    head_sizes: dict[str, int],
+    *,
+    pretrained: bool = True,
+    dropout: float = 0.2,
+    drop_path: float = 0.0,
+    backbone: str = "efficientnet-lite0",
 ) -> MultiHeadClassifier:
     """The Vitrine model: an EfficientNet-Lite (ImageNet weights; Lite0 by default) with one head per label
-    column."""
+    column, and stochastic depth at `drop_path` while training."""
     net = efficientnet_lite(backbone, pretrained=pretrained)
+    net.set_drop_path(drop_path)
     return MultiHeadClassifier(FeatureBackbone(net, net.feature_dim), net.feature_dim, head_sizes, dropout=dropout)

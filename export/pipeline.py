@@ -142,7 +142,11 @@ def build_model(classes: dict[str, list[str]], config: ExportConfig, *, pretrain
     """The configured EfficientNet-Lite with one head per configured column."""
     sizes = {h.column: len(classes[h.column]) for h in config.heads}
     return build_efficientnet_classifier(
-        sizes, pretrained=pretrained, dropout=config.train.dropout, backbone=config.backbone
+        sizes,
+        pretrained=pretrained,
+        dropout=config.train.dropout,
+        drop_path=config.train.drop_path,
+        backbone=config.backbone,
     )
 
 

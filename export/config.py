@@ -61,8 +61,8 @@ class TrainConfig(BaseModel):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="Stochastic depth: the deepest residual block drops its branch for this share of the images "
-        "while training, shallower ones proportionally less (0: off; EfficientNet's own recipe uses 0.2).",
+        description="Stochastic depth: while training, block i of the backbone's n blocks, if it has a residual "
+        "connection, drops its branch for drop_path * i / n of the images (0: off; EfficientNet's recipe uses 0.2).",
     )
     patience: int = Field(3, ge=1, description="Early stopping: epochs without validation improvement.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after the epoch that passes this budget.")

@@ -96,8 +96,8 @@ class EfficientNetLite(nn.Module):
         self._fc = nn.Linear(1280, num_classes)
 
     def set_drop_path(self, rate: float) -> None:
-        """Stochastic depth as EfficientNet trains it: residual block i of n drops its branch for rate * i / n of the
-        images while training (the deeper, the more often)."""
+        """Stochastic depth as EfficientNet trains it: block i of the n blocks, if it has a residual connection,
+        drops its branch for rate * i / n of the images while training (the deeper, the more often)."""
         for i, block in enumerate(self._blocks):
             block.drop_path = rate * i / len(self._blocks)  # type: ignore[assignment]
 

@@ -38,7 +38,7 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: list[str], rows: Iterable[list[object]]) -> list[str]:
+def markdown_table(header: list[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """Lines of a Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -80,7 +80,7 @@ def _model_section(meta: ModelMetadata) -> list[str]:
         "",
         f"Architecture `{meta.architecture}`: {shape}. Each head answers in the API under its key.",
         "",
-        *_table(["head (CSV column)", "API key", "role", "level", "classes"], heads),
+        *markdown_table(["head (CSV column)", "API key", "role", "level", "classes"], heads),
         "",
         f"Input: `{pre.input_name}`, {pre.dtype} {pre.layout} {pre.channel_order}, {pre.size}x{pre.size} pixels. "
         f"Preprocessing: {pre.resize} ({pre.resample}; the longest side scaled to {pre.size}, centred on an RGB "
@@ -118,7 +118,7 @@ def _data_section(report: Mapping[str, object]) -> list[str]:
         ]
         note = "Classes masked for having too few images (count in brackets; labels ignored in training and test):"
         lines += ["", note, ""]
-        lines += _table(["head", "masked", "classes"], rows) if rows else ["None."]
+        lines += markdown_table(["head", "masked", "classes"], rows) if rows else ["None."]
     return [*lines, ""]
 
 
@@ -138,7 +138,7 @@ def _metrics_section(meta: ModelMetadata) -> list[str]:
     return [
         "## Test metrics",
         "",
-        *_table(header, rows),
+        *markdown_table(header, rows),
         "",
         "ECE: expected calibration error of the top-1 confidence (15 equal-width bins); lower is better.",
         "",
@@ -158,7 +158,12 @@ def _confusions_section(folder: Path, per_head: int = 5) -> list[str]:
     ]
     if not rows:
         return []
-    return ["## Most confused pairs (test split)", "", *_table(["head", "true", "predicted", "images"], rows), ""]
+    return [
+        "## Most confused pairs (test split)",
+        "",
+        *markdown_table(["head", "true", "predicted", "images"], rows),
+        "",
+    ]
 
 
 def _memory_section(memory: object) -> list[str]:
@@ -197,15 +202,22 @@ def write_card(
     lines += _model_section(meta)
     lines += _memory_section(recipe.get("memory_vote"))
     lines += _data_section(data_report)
-    lines += ["## Training recipe", "", *_table(["setting", "value"], _flatten(recipe)), ""]
+    lines += ["## Training recipe", "", *markdown_table(["setting", "value"], _flatten(recipe)), ""]
     columns = list(dict.fromkeys(key for record in history for key in record))
     lines += ["## Training history", ""]
     none = "In the members' cards." if meta.members else "None."
-    lines += [*_table(columns, [[r.get(c, "") for c in columns] for r in history]), ""] if history else [none, ""]
+    lines += (
+        [*markdown_table(columns, [[r.get(c, "") for c in columns] for r in history]), ""] if history else [none, ""]
+    )
     lines += _metrics_section(meta)
     if parity:
         against = "the members run one by one" if meta.members else "PyTorch"
-        lines += [f"## Export parity (ONNX against {against})", "", *_table(["check", "value"], _flatten(parity)), ""]
+        lines += [
+            f"## Export parity (ONNX against {against})",
+            "",
+            *markdown_table(["check", "value"], _flatten(parity)),
+            "",
+        ]
     lines += _confusions_section(folder)
     plots = [*sorted(folder.glob("confusion_*.png")), folder / "reliability.png", folder / "errors.png"]
     existing = [p.name for p in plots if p.is_file()]

@@ -58,13 +58,13 @@ def telemetry_files(tiny_repo: Path, home: Path, setting: str | None) -> list[st
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
 
 
-def test_importing_vitrine_turns_telemetry_off(tmp_path: Path) -> None:
-    assert setting_after_import(None, tmp_path) == "1"
-
-
-def test_the_operators_own_setting_wins(tmp_path: Path) -> None:
-    """onnxruntime turns telemetry off only for "1"; an operator who sets "0" gets it back."""
-    assert setting_after_import("0", tmp_path) == "0"
+@pytest.mark.parametrize(("operators", "after_import"), [(None, "1"), ("0", "0")])
+def test_importing_vitrine_turns_telemetry_off_unless_the_operator_chose(
+    operators: str | None, after_import: str, tmp_path: Path
+) -> None:
+    """Unset, `import app` sets "1"; an operator's own value wins (onnxruntime turns telemetry off only for "1",
+    so "0" gets it back)."""
+    assert setting_after_import(operators, tmp_path) == after_import
 
 
 def test_no_telemetry_files_are_written(tiny_repo: Path, tmp_path: Path) -> None:

@@ -6,27 +6,30 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
 
+from export.card import markdown_table
+
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
-    heads = [
-        k.removeprefix("val_") for k in next(iter(runs.values()))[0] if k.startswith("val_") and k != "val_mean_top1"
+    first = next(iter(runs.values()))[0]
+    heads = [k.removeprefix("val_") for k in first if k.startswith("val_") and k != "val_mean_top1"]
+    rows = [
+        [
+            f"{e['epoch']:.0f}",
+            name,
+            f"{e['val_mean_top1']:.4f}",
+            *[f"{e['val_' + h]:.4f}" for h in heads],
+            f"{e['minutes']:.1f}",
+        ]
+        for epoch in itertools.zip_longest(*runs.values())
+        for name, e in zip(runs, epoch, strict=True)
+        if e is not None
     ]
-    lines = [
-        "| epoch | run | val mean | " + " | ".join(heads) + " | minutes |",
-        "|---" * (len(heads) + 4) + "|",
-    ]
-    for epoch in range(max(len(history) for history in runs.values())):
-        for name, history in runs.items():
-            if epoch < len(history):
-                e = history[epoch]
-                scores = " | ".join(f"{e['val_' + h]:.4f}" for h in heads)
-                lines.append(
-                    f"| {e['epoch']:.0f} | {name} | {e['val_mean_top1']:.4f} | {scores} | {e['minutes']:.1f} |"
-                )
+    lines = markdown_table(["epoch", "run", "val mean", *heads, "minutes"], rows)
     for name, history in runs.items():
         best = max(history, key=lambda e: e["val_mean_top1"])
         lines.append(f"\n{name}: best epoch {best['epoch']:.0f}, val mean {best['val_mean_top1']:.4f}")

@@ -75,6 +75,13 @@ class TrainConfig(BaseModel):
         description="Mixup: each batch blended with a shuffled copy of itself by a Beta(alpha, alpha) weight, and "
         "every head's loss by the same weight (0: off).",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Weight EMA: a shadow copy of the weights, moved toward them by 1 - ema_decay after every step; "
+        "it is what validation picks and the checkpoints hold (0: off; EfficientNet's recipe keeps one).",
+    )
     threads: int | None = Field(None, ge=1)
     seed: int = Field(1234, description="Seeds the split too: keep it when continuing a run.")
     init_from: Path | None = Field(

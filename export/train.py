@@ -8,11 +8,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from export.config import ExportConfig, TrainConfig
@@ -125,6 +127,12 @@ def train(
     generator = torch.Generator().manual_seed(cfg.seed)
     mix_weights = np.random.default_rng(cfg.seed)  # Beta draws for mixup (torch's Beta takes no generator)
     fill = (255.0 - model.mean) / model.std
+    # With EMA on, the averaged copy is what validation scores and the checkpoints hold; the raw weights' scores
+    # stay in the history under their usual keys, so a run compares with one without EMA epoch by epoch.
+    ema = None
+    if cfg.ema_decay > 0:
+        average = get_ema_multi_avg_fn(cfg.ema_decay)  # type: ignore[no-untyped-call]
+        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
     specs = {h.column: h for h in config.heads}
     losses = {
@@ -208,6 +216,8 @@ def train(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             first = model.head_names[0]
             y0 = train_data.labels[first][idx]
             running_loss += loss.item() * len(idx)
@@ -223,12 +233,17 @@ def train(
             "train_loss": running_loss / max(running_seen, 1),
             "val_mean_top1": score,
             **{f"val_{k}": v for k, v in val.items()},
-            "minutes": (time.monotonic() - start) / 60,
         }
+        kept = model if ema is None else cast(MultiHeadClassifier, ema.module)
+        if ema is not None:
+            val = top1(predict(kept, val_data.pixels), val_data)
+            score = float(np.nanmean(list(val.values())))
+            record |= {"ema_val_mean_top1": score, **{f"ema_val_{k}": v for k, v in val.items()}}
+        record["minutes"] = (time.monotonic() - start) / 60
         history.append(record)
         (work / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
-        state = {**checkpoint(model, train_data.classes, config), "epoch": epoch + 1, "val": val}
+        state = {**checkpoint(kept, train_data.classes, config), "epoch": epoch + 1, "val": val}
         torch.save(state, ckpt_dir / "last.pt")
         if score > best_score:
             best_score, best_epoch, best_val, stale = score, epoch + 1, val, 0

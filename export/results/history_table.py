@@ -2,6 +2,8 @@
 
     python export/results/history_table.py control=export/results/mixup/history-control.json \
         "drop path 0.2=export/results/droppath/history-lite0-droppath.json"
+
+A path ending in `#ema` reads a run's weight-EMA scores (`ema_val_*`, `--ema-decay`) instead of its raw ones.
 """
 
 from __future__ import annotations
@@ -36,6 +38,23 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def load(spec: str) -> list[dict[str, float]]:
+    """A history.json's epochs; with `#ema` after the path, its EMA scores under the usual `val_*` keys."""
+    path, _, scores = spec.partition("#")
+    history: list[dict[str, float]] = json.loads(Path(path).read_text())
+    if scores == "ema":
+        return [
+            {k: v for k, v in e.items() if not k.startswith("val_")}
+            | {k.removeprefix("ema_"): v for k, v in e.items() if k.startswith("ema_val_")}
+            for e in history
+        ]
+    if scores:
+        raise SystemExit(f"{spec}: only '#ema' may follow the path")
+    return history
+
+
 if __name__ == "__main__":
+    if not sys.argv[1:] or not all("=" in arg for arg in sys.argv[1:]):
+        raise SystemExit(__doc__)
     named = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    print(table({name: json.loads(Path(path).read_text()) for name, path in named.items()}))
+    print(table({name: load(spec) for name, spec in named.items()}))

@@ -80,7 +80,7 @@ class TrainConfig(BaseModel):
         ge=0.0,
         lt=1.0,
         description="Weight EMA: a shadow copy of the weights, moved toward them by 1 - ema_decay after every step; "
-        "it is what validation picks and the checkpoints hold (0: off; EfficientNet's recipe keeps one).",
+        "validation scores it and the checkpoints hold it (0: off; EfficientNet's recipe keeps one).",
     )
     threads: int | None = Field(None, ge=1)
     seed: int = Field(1234, description="Seeds the split too: keep it when continuing a run.")

@@ -1,6 +1,6 @@
 """Would better colour histograms make the colour stack worth building? Feature sets and strengths compared.
 
-Run from the repository root (about six minutes on 2 cores):
+Run from the repository root (nine minutes on 2 cores while a training run shared them):
 
     .venv/bin/python export/results/colour_histograms.py --work runs/product-classifier \
         --model models/product-classifier/4/model.int8.onnx

@@ -1,4 +1,4 @@
-"""Validation top-1 per epoch of training runs side by side, as a Markdown table, from their history.json files.
+r"""Validation top-1 per epoch of training runs side by side, as a Markdown table, from their history.json files.
 
     python export/results/history_table.py control=export/results/mixup/history-control.json \
         "drop path 0.2=export/results/droppath/history-lite0-droppath.json"

@@ -101,6 +101,13 @@ def colour_histograms(pixels: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndar
     return np.sqrt(out)
 
 
+def regression_log_probs(regression: LogisticRegression, features: np.ndarray, classes: int) -> np.ndarray:
+    """A fitted classifier's log-probabilities over all `classes` of a head (-20 for classes it never saw)."""
+    log_p = np.full((len(features), classes), -20.0)
+    log_p[:, regression.classes_] = np.log(np.clip(regression.predict_proba(features), 1e-9, 1))
+    return log_p
+
+
 def _best(scores: dict[float, float]) -> float:
     return max(scores, key=lambda knob: scores[knob])
 
@@ -154,11 +161,7 @@ def measure(work: Path, model: Path, config: ExportConfig, data: Path, *, k: int
         if head == "baseColour":
             keep = y["train"] != IGNORE
             regression = LogisticRegression(C=3.0, max_iter=300).fit(histograms["train"][keep], y["train"][keep])
-            hist_log_p = {s: np.full((len(y[s]), n), -20.0) for s in SPLITS}
-            for s in SPLITS:
-                hist_log_p[s][:, regression.classes_] = np.log(
-                    np.clip(regression.predict_proba(histograms[s]), 1e-9, 1)
-                )
+            hist_log_p = {s: regression_log_probs(regression, histograms[s], n) for s in SPLITS}
             weight = _best({w: top1(log_p["val"] + w * hist_log_p["val"], y["val"]) for w in BLENDS[:6]})
             stacked = {s: f"{top1(log_p[s] + weight * hist_log_p[s], y[s]):.3f} ({weight:g})" for s in SPLITS}
         for s in SPLITS:

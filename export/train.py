@@ -234,8 +234,9 @@ def train(
             "val_mean_top1": score,
             **{f"val_{k}": v for k, v in val.items()},
         }
-        kept = model if ema is None else cast(MultiHeadClassifier, ema.module)
+        kept = model
         if ema is not None:
+            kept = cast(MultiHeadClassifier, ema.module)
             val = top1(predict(kept, val_data.pixels), val_data)
             score = float(np.nanmean(list(val.values())))
             record |= {"ema_val_mean_top1": score, **{f"ema_val_{k}": v for k, v in val.items()}}

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from app.runtime import softmax
 from export.data import IGNORE
-from export.posthoc import top1
+from export.posthoc import regression_log_probs, top1
 
 HEAD = "baseColour"
 SPLITS = ("train", "val", "test")
@@ -94,9 +94,7 @@ def main() -> int:
         features = {s: scaler.transform(f) for s, f in features.items()}
         known = labels["train"] != IGNORE
         regression = LogisticRegression(C=0.01, max_iter=500).fit(features["train"][known], labels["train"][known])
-        stacked = {s: np.full((len(labels[s]), classes), -20.0) for s in SPLITS}
-        for s in SPLITS:
-            stacked[s][:, regression.classes_] = np.log(np.clip(regression.predict_proba(features[s]), 1e-9, 1))
+        stacked = {s: regression_log_probs(regression, features[s], classes) for s in SPLITS}
         weight = max(WEIGHTS, key=lambda w: top1(base["val"] + w * stacked["val"], labels["val"]))
         print(
             f"| {title} | {features['train'].shape[1]} | {top1(stacked['val'], labels['val']):.4f} / "

@@ -71,12 +71,12 @@ soak: $(VENV)/.test
 # committed). Then the two are merged into version 4, which averages them
 # (models/product-classifier/4/README.md and its member-1.md, member-2.md).
 export-default: $(VENV)/.test
-	$(VENV)/bin/vitrine export train --data $(DATA)
+	$(VENV)/bin/vitrine export train --data $(DATA) --backbone-lr 0.0005
 	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/product-classifier-r2 \
 	    --init-from runs/product-classifier/checkpoints/best.pt --warmup-epochs 0 --epochs 9 --head-lr 0.001 --backbone-lr 0.0003
 	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/product-classifier-r2 --out models/product-classifier \
 	    --version 3 --overwrite
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1 --backbone efficientnet-lite1
+	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1 --backbone efficientnet-lite1 --backbone-lr 0.0005
 	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1-r2 --backbone efficientnet-lite1 \
 	    --init-from runs/lite1/checkpoints/best.pt --warmup-epochs 0 --epochs 7 --head-lr 0.001 --backbone-lr 0.0003
 	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/lite1-r2 --out runs/members/product-classifier \

@@ -53,7 +53,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: int = Field(1, ge=0, description="Epochs training only the heads (backbone frozen).")
     epochs: int = Field(8, ge=0, description="Epochs fine-tuning the whole network after warm-up.")
     head_lr: float = 2e-3
-    backbone_lr: float = 5e-4
+    backbone_lr: float = 1e-3
     weight_decay: float = 0.02
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)

@@ -105,7 +105,7 @@ class MemoryConfig(BaseModel):
 
     neighbours: int = Field(20, ge=1, description="Photos that vote for each query.")
     temperature: float = Field(0.05, gt=0.0, description="Vote weights are exp((similarity - best) / temperature).")
-    dimensions: int = Field(128, ge=2, description="PCA dimensions of the stored embeddings (int8 each).")
+    dimensions: int = Field(64, ge=2, description="PCA dimensions of the stored embeddings (int8 each).")
     significance: float = Field(
         0.05,
         gt=0.0,

@@ -41,8 +41,8 @@ def member_graph(model: onnx.ModelProto, index: int, outputs: list[str]) -> onnx
 
     nodes = []
     for node in model.graph.node:
-        if not all(o.startswith(prefix) for o in node.output):
-            continue  # another member's node, or the ensemble's averaging
+        if node.name.startswith("ensemble/") or not all(o.startswith(prefix) for o in node.output):
+            continue  # the ensemble's averaging (which also reads the member's outputs), or another member's node
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.name = strip(node.name) if node.name.startswith(prefix) else node.name

@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
 import onnx
 from onnx import helper
 
 from app.schema import ONNX_METADATA_KEY, ModelMetadata
-from export.convert import set_metadata_props
+from export.convert import output_names, set_metadata_props
+
+P = TypeVar("P", onnx.NodeProto, onnx.TensorProto, onnx.ValueInfoProto)
 
 
 def member_graph(model: onnx.ModelProto, index: int, outputs: list[str]) -> onnx.ModelProto:
@@ -39,30 +42,22 @@ def member_graph(model: onnx.ModelProto, index: int, outputs: list[str]) -> onnx
             raise ValueError(f"{name!r} is not the member's")
         return name[len(prefix) :]
 
+    def renamed(proto: P) -> P:
+        copy = type(proto)()
+        copy.CopyFrom(proto)
+        copy.name = strip(proto.name) if proto.name.startswith(prefix) else proto.name
+        return copy
+
     nodes = []
     for node in model.graph.node:
         if node.name.startswith("ensemble/") or not all(o.startswith(prefix) for o in node.output):
             continue  # the ensemble's averaging (which also reads the member's outputs), or another member's node
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.name = strip(node.name) if node.name.startswith(prefix) else node.name
+        copy = renamed(node)
         copy.input[:] = [strip(n) for n in node.input]
         copy.output[:] = [strip(n) for n in node.output]
         nodes.append(copy)
-    initializers = []
-    for tensor in model.graph.initializer:
-        if tensor.name.startswith(prefix):
-            copy = onnx.TensorProto()
-            copy.CopyFrom(tensor)
-            copy.name = strip(tensor.name)
-            initializers.append(copy)
-    infos = {}
-    for info in model.graph.value_info:
-        if info.name.startswith(prefix):
-            copy = onnx.ValueInfoProto()
-            copy.CopyFrom(info)
-            copy.name = strip(info.name)
-            infos[copy.name] = copy
+    initializers = [renamed(t) for t in model.graph.initializer if t.name.startswith(prefix)]
+    infos = {info.name: info for info in (renamed(v) for v in model.graph.value_info if v.name.startswith(prefix))}
     missing = [o for o in outputs if o not in infos]
     if missing:
         raise ValueError(f"member {index} has no shape for outputs {missing}")
@@ -94,14 +89,14 @@ def main() -> None:
     member_meta = meta.model_copy(deep=True)
     member_meta.architecture, member_meta.members, member_meta.metrics = architecture, None, {}
     member_meta.memory_vote = None  # summarised in the member's card only
-    outputs = [h.output for h in meta.heads] + ([meta.embedding_output] if meta.embedding_output else [])
+    outputs = output_names(meta)
 
     args.out.mkdir(parents=True, exist_ok=False)
     for precision, name in meta.files.items():
         model = onnx.load(str(args.ensemble / name))
         member = member_graph(model, args.index, outputs)
-        set_metadata_props(member, {p.key: p.value for p in model.metadata_props})
-        set_metadata_props(member, {ONNX_METADATA_KEY: member_meta.model_dump_json()})
+        props = {p.key: p.value for p in model.metadata_props}
+        set_metadata_props(member, {**props, ONNX_METADATA_KEY: member_meta.model_dump_json()})
         onnx.checker.check_model(member)
         onnx.save_model(member, str(args.out / name))
         print(f"{precision}: {args.out / name} ({(args.out / name).stat().st_size / 1e6:.1f} MB)")

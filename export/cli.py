@@ -56,6 +56,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
     data.add_argument("--work", type=Path, help="work folder for cache and checkpoints (default runs/<name>)")
     data.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
     data.add_argument("--min-class-count", type=int, help="override the minimum images per class")
+    data.add_argument(
+        "--train-fraction", type=float, help="train on this share of the training split (learning curves)"
+    )
     data.add_argument("--size", type=int, help="override the input size in pixels")
     # Steps that write a version folder.
     output = argparse.ArgumentParser(add_help=False)
@@ -142,6 +145,8 @@ def _config(args: argparse.Namespace) -> ExportConfig:
         config.max_int8_top1_drop = given["max_int8_drop"]
     if "min_class_count" in given:
         config.data.min_class_count = given["min_class_count"]
+    if "train_fraction" in given:
+        config.data.train_fraction = given["train_fraction"]
     return config
 
 

@@ -41,6 +41,13 @@ class DataConfig(BaseModel):
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     limit: int | None = Field(None, ge=1, description="Use only this many rows (smoke runs).")
+    train_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Train on this share of the training split (seeded, stratified), for learning curves; the "
+        "validation and test splits stay the same.",
+    )
 
 
 class TrainConfig(BaseModel):

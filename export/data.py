@@ -154,7 +154,7 @@ def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str,
         "data": str(data.resolve()),
         "csv": [str(csv_path.resolve()), csv_info.st_size, csv_info.st_mtime_ns],
         "images": [stat(p) for p in files],
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude={"train_fraction"}),  # the split's, not the decoding's
         "columns": columns,
     }
 
@@ -275,10 +275,17 @@ def split(
     val_idx, test_idx = train_test_split(
         rest, test_size=config.test_fraction / holdout, random_state=seed, stratify=rest_strat
     )
+    if config.train_fraction < 1.0:  # a share of the same training split: validation and test do not move
+        kept = config.train_fraction
+        train_strat = _merge_rare(strat[train_idx], 2)[0] if strat is not None else None
+        if train_strat is not None and len(train_idx) * min(kept, 1 - kept) < len(set(train_strat.tolist())):
+            train_strat = None
+        train_idx = train_test_split(train_idx, train_size=kept, random_state=seed, stratify=train_strat)[0]
     if info is not None:
         info["stratified_on"] = column if strat is not None else None
         info["stratified_val_test"] = rest_strat is not None
         info["rare_strata_merged"] = rare  # classes with fewer than 3 images
+        info["train_fraction"] = config.train_fraction
     return catalogue.subset(np.sort(train_idx)), catalogue.subset(np.sort(val_idx)), catalogue.subset(np.sort(test_idx))
 
 

@@ -111,6 +111,18 @@ def test_split_is_seeded_disjoint_and_complete() -> None:
     assert set(np.unique(first[0].labels["articleType"])) == set(range(12))
 
 
+def test_a_train_fraction_keeps_validation_and_test_and_trains_on_a_seeded_share() -> None:
+    catalogue = load_catalogue(CATALOGUE, HEADS, DataConfig(min_class_count=1), SPEC)
+    full = split(catalogue, DataConfig(val_fraction=0.25, test_fraction=0.25, min_class_count=1), seed=1)
+    config = DataConfig(val_fraction=0.25, test_fraction=0.25, min_class_count=1, train_fraction=0.5)
+    info: dict[str, object] = {}
+    half = split(catalogue, config, seed=1, info=info)
+    assert [p.ids for p in half[1:]] == [p.ids for p in full[1:]]
+    assert set(half[0].ids) < set(full[0].ids) and len(half[0]) == len(full[0]) // 2
+    assert half[0].ids == split(catalogue, config, seed=1)[0].ids
+    assert info["train_fraction"] == 0.5
+
+
 @pytest.mark.parametrize("min_count, single", [(1000, False), (1, True)])
 def test_a_head_left_with_one_class_is_refused_before_training(tmp_path: Path, min_count: int, single: bool) -> None:
     data = copy_catalogue(tmp_path / "export", as_tar=False)
@@ -175,7 +187,12 @@ def test_rare_strata_are_merged_not_the_stratification_dropped(extra: list[int],
     _, _, test = split(catalogue_of(labels), DataConfig(), 1234, info=info)
     per_class = Counter(test.labels["articleType"].tolist())
     assert all(4 <= per_class[c] <= 6 for c in range(20)), per_class
-    assert info == {"stratified_on": "articleType", "stratified_val_test": True, "rare_strata_merged": rare}
+    assert info == {
+        "stratified_on": "articleType",
+        "stratified_val_test": True,
+        "rare_strata_merged": rare,
+        "train_fraction": 1.0,
+    }
 
 
 def test_stratify_column_must_be_a_head() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import softmax
 
 from export.data import IGNORE
 
@@ -25,10 +26,21 @@ def fit_temperature(log_probs: np.ndarray, labels: np.ndarray) -> float:
     return float(result.x)
 
 
+def _log(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities: the logits up to a per-row constant, which softmax ignores."""
+    logs: np.ndarray = np.log(np.clip(probs, 1e-12, None))
+    return logs
+
+
 def fit_temperatures(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """A temperature per head from softmax outputs (log-probabilities are logits up to a per-row constant)."""
+    """A temperature per head from softmax outputs."""
+    return {name: fit_temperature(_log(p), labels[name]) for name, p in probs.items() if name in labels}
+
+
+def apply_temperatures(probs: dict[str, np.ndarray], temperatures: dict[str, float]) -> dict[str, np.ndarray]:
+    """Softmax outputs as the network answers them once `temperatures` are set, without running it again;
+    outputs without a temperature (the embedding) pass through."""
     return {
-        name: fit_temperature(np.log(np.clip(p, 1e-12, None)), labels[name])
+        name: softmax(_log(p) / temperatures[name], axis=1).astype(p.dtype) if name in temperatures else p
         for name, p in probs.items()
-        if name in labels
     }

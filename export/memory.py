@@ -121,11 +121,18 @@ def gain_p_value(with_vote: np.ndarray, without: np.ndarray) -> float:
     return float(binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue)
 
 
-def fit_memory(model: MultiHeadClassifier, train: Catalogue, val: Catalogue, config: MemoryConfig) -> NeighbourMemory:
+def fit_memory(
+    model: MultiHeadClassifier,
+    train: Catalogue,
+    val: Catalogue,
+    config: MemoryConfig,
+    val_outputs: dict[str, np.ndarray] | None = None,
+) -> NeighbourMemory:
     """Build the memory from the training split and choose each head's blend weight on the validation split.
 
     Each head takes the weight with the best validation top-1 (the smallest on ties), and keeps it only
     if the gain over no vote is significant (`config.significance`); otherwise its weight is 0.
+    `val_outputs`: the model's answers on `val` (`predict` without a vote), when the caller has them.
     """
     model.memory = None  # the embeddings and probabilities of the model without a vote
     embeddings = predict(model, train.pixels)["embedding"]
@@ -144,7 +151,7 @@ def fit_memory(model: MultiHeadClassifier, train: Catalogue, val: Catalogue, con
         temperature=config.temperature,
     )
     memory.eval()
-    outputs = predict(model, val.pixels)
+    outputs = predict(model, val.pixels) if val_outputs is None else val_outputs
     with torch.no_grad():
         weights, index = memory.neighbours(torch.from_numpy(outputs["embedding"]))
         blend: dict[str, float] = {}

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from app.schema import MemoryVote, ModelMetadata
-from export.calibration import fit_temperatures
+from export.calibration import apply_temperatures, fit_temperatures
 from export.config import ExportConfig
 from export.convert import ParityReport, check_parity, export_onnx, read_onnx_metadata
 from export.data import Catalogue
@@ -48,7 +48,8 @@ def convert_checkpoint(splits: Splits, config: ExportConfig, work: Path, meta: M
 
     Sets `meta.memory_vote` to the vote in the graph (None when no head kept a weight)."""
     model = load_trained(work, splits.train.classes, config)
-    temperatures = fit_temperatures(predict(model, splits.val.pixels), splits.val.labels)
+    val_outputs = predict(model, splits.val.pixels)
+    temperatures = fit_temperatures(val_outputs, splits.val.labels)
     model.set_temperatures(temperatures)
     log.info(
         "softmax temperatures fitted on the validation split: %s", {k: round(v, 3) for k, v in temperatures.items()}
@@ -56,7 +57,8 @@ def convert_checkpoint(splits: Splits, config: ExportConfig, work: Path, meta: M
     memory_recipe: dict[str, Any] = {}
     meta.memory_vote = None
     if config.memory is not None:
-        memory = fit_memory(model, splits.train, splits.val, config.memory)
+        val_outputs = apply_temperatures(val_outputs, temperatures)  # the vote is fitted on calibrated answers
+        memory = fit_memory(model, splits.train, splits.val, config.memory, val_outputs)
         model.memory = memory
         vote = MemoryVote(
             photos=len(splits.train),

@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from export.calibration import apply_temperatures
 from export.config import MemoryConfig
 from export.convert import check_parity, export_onnx, onnx_outputs
 from export.data import IGNORE, Catalogue
@@ -108,6 +109,25 @@ def test_fit_keeps_a_vote_only_where_it_helps_on_validation(pixels: np.ndarray) 
     probs = predict(model, val.pixels)
     assert (probs["articleType"].argmax(axis=1) == val_labels["articleType"]).all()
     assert np.allclose(probs["articleType"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_answers_rescaled_by_temperatures_are_the_networks_and_fit_the_same_vote(pixels: np.ndarray) -> None:
+    # Packaging predicts validation once: the vote is fitted on those answers rescaled by the temperatures.
+    model = tiny_classifier(pixels)
+    rng = np.random.default_rng(0)
+    labels = {head: rng.integers(0, n, len(pixels)) for head, n in HEAD_SIZES.items()}
+    train = catalogue(pixels, labels)
+    before = predict(model, pixels)
+    temperatures = {"articleType": 1.7, "baseColour": 0.6}
+    model.set_temperatures(temperatures)
+    rescaled = apply_temperatures(before, temperatures)
+    after = predict(model, pixels)
+    assert rescaled["embedding"] is before["embedding"]
+    for name, answer in after.items():
+        assert rescaled[name].dtype == answer.dtype and np.allclose(rescaled[name], answer, atol=1e-5), name
+    config = MemoryConfig(neighbours=1, dimensions=8)
+    fitted = fit_memory(model, train, train, config, rescaled)
+    assert fitted.blend == fit_memory(model, train, train, config).blend and fitted.blend["articleType"] > 0
 
 
 def test_the_vote_exports_with_parity_and_survives_int8_and_fp16(pixels: np.ndarray, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 r"""How validation top-1 grows with the number of training photos, and how many photos each goal would take.
 
     python export/results/learning_curve.py 5357=runs/lc-25/history.json 10714=runs/lc-50/history.json \
-        21428=export/results/backbone-lr/history.json
+        21428=export/results/backbone-lr/history.json [--plot learning-curve.png]
 
 Each argument is a training run's photo count and its history.json; each run is read at its best epoch (the
 checkpoint training keeps). Per head, the error (1 - top-1) is fitted as a power law of the photo count,
@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from export.card import markdown_table
 
@@ -78,8 +80,40 @@ def table(runs: dict[int, dict[str, float]]) -> str:
     )
 
 
+def plot(runs: dict[int, dict[str, float]], path: Path) -> None:
+    """Error against photos on log-log axes per head: the runs, the fit out to 8x, and the goal."""
+    photos = sorted(runs)
+    heads = [h for h in GOALS if f"val_{h}" in runs[photos[0]]]
+    figure = Figure(figsize=(11, 6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, (len(heads) + 1) // 2, squeeze=False).ravel()
+    reach = np.geomspace(photos[0], 8 * photos[-1], 50)
+    for ax, head in zip(axes, heads, strict=False):
+        a, b = fit(photos, [runs[n][f"val_{head}"] for n in photos])
+        ax.loglog(photos, [1 - runs[n][f"val_{head}"] for n in photos], "o", label="validation")
+        ax.loglog(reach, a * reach**-b, "-", lw=1, label=f"fit, b = {b:.2f}")
+        ax.axhline(1 - GOALS[head], color="tab:red", ls="--", lw=1, label="goal")
+        ax.set_title(head, fontsize=10)
+        ax.set_xlabel("training photos", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in axes[len(heads) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("error (1 - top-1)")
+    figure.suptitle("Lite0 first stage: validation error against training photos")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or not all("=" in arg for arg in sys.argv[1:]):
+    args = sys.argv[1:]
+    out = Path(args.pop(args.index("--plot") + 1)) if "--plot" in args else None
+    if out is not None:
+        args.remove("--plot")
+    if len(args) < 2 or not all("=" in arg for arg in args):
         raise SystemExit(__doc__)
-    named = dict(arg.split("=", 1) for arg in sys.argv[1:])
-    print(table({int(count): best_epoch(Path(path)) for count, path in named.items()}))
+    named = dict(arg.split("=", 1) for arg in args)
+    runs = {int(count): best_epoch(Path(path)) for count, path in named.items()}
+    print(table(runs))
+    if out is not None:
+        plot(runs, out)

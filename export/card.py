@@ -96,7 +96,9 @@ def _data_section(report: Mapping[str, object]) -> list[str]:
         parts = ", ".join(f"{k} {split[k]}" for k in ("train", "val", "test") if k in split)
         extra = f" (seed {split['seed']})" if "seed" in split else ""
         stratified = f", stratified on `{split['stratified_on']}`" if split.get("stratified_on") else ""
-        lines.append(f"- Split: {parts}{extra}{stratified}")
+        fraction = split.get("train_fraction", 1.0)
+        share = f"; trained on {fraction:g} of the training split (`--train-fraction`)" if fraction != 1.0 else ""
+        lines.append(f"- Split: {parts}{extra}{stratified}{share}")
     for key, label in (
         ("missing_images", "Missing images"),
         ("undecodable_images", "Undecodable images"),

@@ -105,6 +105,15 @@ def test_card_has_metrics_table_history_and_reproduce(tmp_path: Path) -> None:
     assert table_row(text, "top1_agreement.int8", "Export parity (ONNX against PyTorch)") == ["0.995"]
     assert f"```sh\n{REPRODUCE}\n```" in text
     assert "## Plots" not in text and ".png" not in text  # no plot files in the folder
+    assert "--train-fraction" not in text
+
+
+def test_card_says_when_the_model_trained_on_a_share_of_the_training_split(tmp_path: Path) -> None:
+    report = {**DATA_REPORT, "split": {**DATA_REPORT["split"], "train": 17770, "train_fraction": 0.5}}  # type: ignore[dict-item]
+    text = write_card(
+        tmp_path, metadata(METRICS), data_report=report, history=[], recipe={}, reproduce=REPRODUCE
+    ).read_text()
+    assert "train 17770, val 4442, test 4443 (seed 1234), stratified on `articleType`; trained on 0.5 of" in text
 
 
 def test_card_links_only_plots_that_exist(tmp_path: Path) -> None:

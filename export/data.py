@@ -259,8 +259,10 @@ def split(
     """Seeded train/validation/test split, stratified on one head's labels.
 
     Strata (classes) with fewer than 3 images are merged into one rare stratum (for the validation/test split,
-    those with fewer than 2); a split too small to hold one image of each stratum is not stratified. `info`, if
-    given, receives the stratification actually used."""
+    those with fewer than 2); a split too small to hold one image of each stratum is not stratified. With
+    `config.train_fraction` below 1 the training part is a seeded, stratified share of the full one, and the
+    validation and test parts are the same photos as without it. `info`, if given, receives the stratification
+    actually used."""
     column = config.stratify_column
     check_stratify_column(config, list(catalogue.labels))
     index = np.arange(len(catalogue))

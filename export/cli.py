@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app.schema import ModelMetadata
 from export.card import write_card
-from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, TrainConfig
+from export.config import DEFAULT_CONFIG, LITE_VARIANTS, DataConfig, ExportConfig, TrainConfig
 from export.ensemble import build_ensemble, check_not_a_member
 from export.evaluate import evaluate
 from export.pipeline import (
@@ -135,18 +135,13 @@ def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
     # The options given; each step has its own subset (the ensemble step only the data ones).
     given = {key: value for key, value in vars(args).items() if value is not None}
-    for key in TrainConfig.model_fields.keys() & given.keys():  # recipe options: dest = field name
-        setattr(config.train, key, given[key])
+    for section, fields in ((config.train, TrainConfig.model_fields), (config.data, DataConfig.model_fields)):
+        for key in fields.keys() & given.keys():  # recipe and data options: dest = field name
+            setattr(section, key, given[key])
     if "backbone" in given:
         config.backbone = given["backbone"]
-    if "limit" in given:
-        config.data.limit = given["limit"]
     if "max_int8_drop" in given:
         config.max_int8_top1_drop = given["max_int8_drop"]
-    if "min_class_count" in given:
-        config.data.min_class_count = given["min_class_count"]
-    if "train_fraction" in given:
-        config.data.train_fraction = given["train_fraction"]
     return config
 
 

@@ -134,9 +134,14 @@ def find_csv(data: Path) -> Path:
     return found[0]
 
 
+# DataConfig fields only `split` reads: a decoded catalogue does not depend on them.
+SPLIT_OPTIONS = {"stratify_column", "val_fraction", "test_fraction", "train_fraction"}
+
+
 def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str, object]:
     """What a decoded catalogue depends on besides the preprocessing: the CSV's and the image sources' names,
-    sizes and modification times, the data config and the label columns (a cache key)."""
+    sizes and modification times, the data config's options other than the split's, and the label columns (a
+    cache key)."""
 
     def stat(path: Path) -> list[object]:
         info = path.stat()
@@ -154,7 +159,7 @@ def fingerprint(data: Path, config: DataConfig, columns: list[str]) -> dict[str,
         "data": str(data.resolve()),
         "csv": [str(csv_path.resolve()), csv_info.st_size, csv_info.st_mtime_ns],
         "images": [stat(p) for p in files],
-        "config": config.model_dump(mode="json", exclude={"train_fraction"}),  # the split's, not the decoding's
+        "config": config.model_dump(mode="json", exclude=SPLIT_OPTIONS),
         "columns": columns,
     }
 
@@ -247,6 +252,18 @@ def _merge_rare(strata: np.ndarray, minimum: int) -> tuple[np.ndarray | None, in
     return np.where(np.isin(strata, rare), merged, strata), len(rare)
 
 
+def _if_each_fits(strata: np.ndarray | None, smallest_part: float) -> np.ndarray | None:
+    """`strata`, or None when the smallest part of a split (`smallest_part` rows) cannot hold one row of each."""
+    return None if strata is None or smallest_part < len(set(strata.tolist())) else strata
+
+
+def _part_strata(strata: np.ndarray | None, rows: np.ndarray, smallest_share: float) -> np.ndarray | None:
+    """The strata for splitting `rows` again (those with fewer than 2 of them merged), or None when the smaller
+    part, `smallest_share` of the rows, cannot hold one of each."""
+    merged = _merge_rare(strata[rows], 2)[0] if strata is not None else None
+    return _if_each_fits(merged, len(rows) * smallest_share)
+
+
 def check_stratify_column(config: DataConfig, heads: list[str]) -> None:
     """Raise `ValueError` unless the configured stratify column is one of the heads."""
     if config.stratify_column not in heads:
@@ -268,20 +285,15 @@ def split(
     index = np.arange(len(catalogue))
     holdout = config.val_fraction + config.test_fraction
     strat, rare = _merge_rare(catalogue.labels[column], 3)
-    if strat is not None and len(index) * min(config.val_fraction, config.test_fraction) < len(set(strat.tolist())):
-        strat = None  # a split smaller than the number of classes cannot hold one of each
+    strat = _if_each_fits(strat, len(index) * min(config.val_fraction, config.test_fraction))
     train_idx, rest = train_test_split(index, test_size=holdout, random_state=seed, stratify=strat)
-    rest_strat = _merge_rare(strat[rest], 2)[0] if strat is not None else None
-    if rest_strat is not None and len(rest) * config.test_fraction / holdout < len(set(rest_strat.tolist())):
-        rest_strat = None
+    rest_strat = _part_strata(strat, rest, config.test_fraction / holdout)
     val_idx, test_idx = train_test_split(
         rest, test_size=config.test_fraction / holdout, random_state=seed, stratify=rest_strat
     )
     if config.train_fraction < 1.0:  # a share of the same training split: validation and test do not move
         kept = config.train_fraction
-        train_strat = _merge_rare(strat[train_idx], 2)[0] if strat is not None else None
-        if train_strat is not None and len(train_idx) * min(kept, 1 - kept) < len(set(train_strat.tolist())):
-            train_strat = None
+        train_strat = _part_strata(strat, train_idx, min(kept, 1 - kept))
         train_idx = train_test_split(train_idx, train_size=kept, random_state=seed, stratify=train_strat)[0]
     if info is not None:
         info["stratified_on"] = column if strat is not None else None

@@ -48,8 +48,8 @@ def prepare(data: Path, config: ExportConfig, work: Path) -> Splits:
     """Decode the catalogue (cached in `work`), split it, and write the data report.
 
     The cache (`catalogue-<size>.npz` with its `catalogue-<size>.json`) is used only while the data (the CSV's
-    and the image files' names, sizes and modification times), the data config and the head columns are the
-    ones it was made from."""
+    and the image files' names, sizes and modification times), the data config's decoding options (all but the
+    split's) and the head columns are the ones it was made from."""
     work.mkdir(parents=True, exist_ok=True)
     check_stratify_column(config.data, [h.column for h in config.heads])  # before decoding
     cache = work / f"catalogue-{config.train.size}.npz"

@@ -57,8 +57,8 @@ def convert_checkpoint(splits: Splits, config: ExportConfig, work: Path, meta: M
     memory_recipe: dict[str, Any] = {}
     meta.memory_vote = None
     if config.memory is not None:
-        val_outputs = apply_temperatures(val_outputs, temperatures)  # the vote is fitted on calibrated answers
-        memory = fit_memory(model, splits.train, splits.val, config.memory, val_outputs)
+        calibrated = apply_temperatures(val_outputs, temperatures)  # as the model now answers, without a rerun
+        memory = fit_memory(model, splits.train, splits.val, config.memory, calibrated)
         model.memory = memory
         vote = MemoryVote(
             photos=len(splits.train),

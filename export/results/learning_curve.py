@@ -13,12 +13,12 @@ goals are top-1 on the blind hold-out, which reads about a point below our valid
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+from history_table import load
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -36,10 +36,9 @@ GOALS = {
 }
 
 
-def best_epoch(path: Path) -> dict[str, float]:
+def best_epoch(path: str) -> dict[str, float]:
     """The epoch with the best validation mean (the one training keeps)."""
-    history: list[dict[str, float]] = json.loads(path.read_text())
-    return max(history, key=lambda e: e["val_mean_top1"])
+    return max(load(path), key=lambda e: e["val_mean_top1"])
 
 
 def fit(photos: list[int], top1: list[float]) -> tuple[float, float]:
@@ -48,18 +47,26 @@ def fit(photos: list[int], top1: list[float]) -> tuple[float, float]:
     return math.exp(intercept), -slope
 
 
+def fits(runs: dict[int, dict[str, float]]) -> dict[str, tuple[list[float], float, float]]:
+    """Per head with a goal: its top-1 at each photo count (ascending) and the fit's (a, b)."""
+    photos = sorted(runs)
+    out = {}
+    for head in GOALS:
+        if f"val_{head}" in runs[photos[0]]:
+            top1 = [runs[n][f"val_{head}"] for n in photos]
+            out[head] = (top1, *fit(photos, top1))
+    return out
+
+
 def photos_for(goal: float, a: float, b: float) -> float:
     """Photos at which the fitted error reaches 1 - goal (infinite when the error does not fall)."""
     return (a / (1.0 - goal)) ** (1.0 / b) if b > 0 else math.inf
 
 
-def table(runs: dict[int, dict[str, float]]) -> str:
+def table(runs: dict[int, dict[str, float]], fitted: dict[str, tuple[list[float], float, float]]) -> str:
     photos = sorted(runs)
-    heads = [h for h in GOALS if f"val_{h}" in runs[photos[0]]]
     rows = []
-    for head in heads:
-        top1 = [runs[n][f"val_{head}"] for n in photos]
-        a, b = fit(photos, top1)
+    for head, (top1, a, b) in fitted.items():
         needed = photos_for(GOALS[head], a, b)
         reached = top1[-1] >= GOALS[head]
         rows.append(
@@ -80,24 +87,21 @@ def table(runs: dict[int, dict[str, float]]) -> str:
     )
 
 
-def plot(runs: dict[int, dict[str, float]], path: Path) -> None:
+def plot(photos: list[int], fitted: dict[str, tuple[list[float], float, float]], path: Path) -> None:
     """Error against photos on log-log axes per head: the runs, the fit out to 8x, and the goal."""
-    photos = sorted(runs)
-    heads = [h for h in GOALS if f"val_{h}" in runs[photos[0]]]
     figure = Figure(figsize=(11, 6))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, (len(heads) + 1) // 2, squeeze=False).ravel()
+    axes = figure.subplots(2, (len(fitted) + 1) // 2, squeeze=False).ravel()
     reach = np.geomspace(photos[0], 8 * photos[-1], 50)
-    for ax, head in zip(axes, heads, strict=False):
-        a, b = fit(photos, [runs[n][f"val_{head}"] for n in photos])
-        ax.loglog(photos, [1 - runs[n][f"val_{head}"] for n in photos], "o", label="validation")
+    for ax, (head, (top1, a, b)) in zip(axes, fitted.items(), strict=False):
+        ax.loglog(photos, [1 - t for t in top1], "o", label="validation")
         ax.loglog(reach, a * reach**-b, "-", lw=1, label=f"fit, b = {b:.2f}")
         ax.axhline(1 - GOALS[head], color="tab:red", ls="--", lw=1, label="goal")
         ax.set_title(head, fontsize=10)
         ax.set_xlabel("training photos", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for ax in axes[len(heads) :]:
+    for ax in axes[len(fitted) :]:
         ax.set_visible(False)
     axes[0].set_ylabel("error (1 - top-1)")
     figure.suptitle("Lite0 first stage: validation error against training photos")
@@ -113,7 +117,8 @@ if __name__ == "__main__":
     if len(args) < 2 or not all("=" in arg for arg in args):
         raise SystemExit(__doc__)
     named = dict(arg.split("=", 1) for arg in args)
-    runs = {int(count): best_epoch(Path(path)) for count, path in named.items()}
-    print(table(runs))
+    runs = {int(count): best_epoch(path) for count, path in named.items()}
+    fitted = fits(runs)
+    print(table(runs, fitted))
     if out is not None:
-        plot(runs, out)
+        plot(sorted(runs), fitted, out)

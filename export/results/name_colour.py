@@ -15,7 +15,6 @@ the name agrees with the label, and counts how often, where they disagree, the m
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from catalogue_args import catalogue_parser, catalogue_splits
 
 from export.card import markdown_table
-from export.data import IGNORE, find_csv
+from export.data import IGNORE, find_csv, read_labels
 from export.pipeline import file_probabilities
 
 COLUMN, NAME = "baseColour", "productDisplayName"
@@ -44,26 +43,23 @@ def main() -> None:
     parser = catalogue_parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="an ONNX file with a baseColour output")
     args = parser.parse_args()
-    with find_csv(args.data).open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    colours = sorted({r[COLUMN] for r in rows if r[COLUMN]})
-    pattern, canonical = colour_pattern(colours)
-    one = []  # (label, the one colour the name names)
-    for row in rows:
-        named = named_colours(row[NAME], pattern, canonical)
-        if row[COLUMN] and len(named) == 1:
-            one.append((row[COLUMN], next(iter(named))))
-    agree = sum(label == named for label, named in one)
+    config, splits = catalogue_splits(args)
+    rows, _ = read_labels(find_csv(args.data), config.data.id_column, [COLUMN, NAME])
+    pattern, canonical = colour_pattern(sorted({r[COLUMN] for r in rows.values() if r[COLUMN]}))
+    named: dict[str, str | None] = {}  # the one colour class each name names, or None for none or several
+    for photo, row in rows.items():
+        colours = named_colours(row[NAME], pattern, canonical)
+        named[photo] = colours.pop() if len(colours) == 1 else None
+    one = [(r[COLUMN], named[photo]) for photo, r in rows.items() if r[COLUMN] and named[photo] is not None]
+    agree = sum(label == said for label, said in one)
     print(f"{len(rows)} catalogue rows; {len(one)} ({len(one) / len(rows):.1%}) have a name naming one colour class;")
     print(f"the name agrees with {COLUMN} on {agree} of them ({agree / len(one):.1%}).\n")
-    pairs = Counter((label, named) for label, named in one if label != named)
+    pairs = Counter((label, said) for label, said in one if label != said)
     print("Most frequent disagreements (label, the name's colour):\n")
     top = [[a, b, str(n)] for (a, b), n in pairs.most_common(15)]
     print("\n".join(markdown_table(["label", "name says", "rows"], top)))
 
-    _, splits = catalogue_splits(args)
     test = splits.test
-    names = {r["id"]: r[NAME] for r in rows}
     classes = test.classes[COLUMN]
     index = {c: i for i, c in enumerate(classes)}
     predicted = file_probabilities(args.model, {COLUMN: COLUMN}, test.pixels)[COLUMN].argmax(1)
@@ -79,14 +75,14 @@ def main() -> None:
         if labels[i] == IGNORE:
             continue
         groups["all labelled"].append(i)
-        named = named_colours(names[photo], pattern, canonical)
-        if len(named) != 1 or next(iter(named)) not in index:
+        colour = index.get(named[photo] or "")
+        if colour is None:
             groups["name names none or several"].append(i)
-        elif index[next(iter(named))] == labels[i]:
+        elif colour == labels[i]:
             groups["name agrees"].append(i)
         else:
             groups["name names another colour"].append(i)
-            sides_with_name += int(predicted[i] == index[next(iter(named))])
+            sides_with_name += int(predicted[i] == colour)
     print(f"\nTest split ({len(test)} photos), {args.model}:\n")
     table = [
         [group, str(len(members)), f"{(predicted[members] == labels[members]).mean():.3f}" if members else "-"]

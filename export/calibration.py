@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import softmax
 
+from app.runtime import softmax
 from export.data import IGNORE
 
 
@@ -40,7 +40,4 @@ def fit_temperatures(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 def apply_temperatures(probs: dict[str, np.ndarray], temperatures: dict[str, float]) -> dict[str, np.ndarray]:
     """Softmax outputs as the network answers them once `temperatures` are set, without running it again;
     outputs without a temperature (the embedding) pass through."""
-    return {
-        name: softmax(_log(p) / temperatures[name], axis=1).astype(p.dtype) if name in temperatures else p
-        for name, p in probs.items()
-    }
+    return {name: softmax(_log(p) / temperatures[name]) if name in temperatures else p for name, p in probs.items()}

@@ -33,9 +33,14 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
     ]
     lines = markdown_table(["epoch", "run", "val mean", *heads, "minutes"], rows)
     for name, history in runs.items():
-        best = max(history, key=lambda e: e["val_mean_top1"])
+        best = best_epoch(history)
         lines.append(f"\n{name}: best epoch {best['epoch']:.0f}, val mean {best['val_mean_top1']:.4f}")
     return "\n".join(lines)
+
+
+def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
+    """The epoch with the best validation mean: the one whose checkpoint training keeps."""
+    return max(history, key=lambda e: e["val_mean_top1"])
 
 
 def load(spec: str) -> list[dict[str, float]]:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from history_table import load
+from history_table import best_epoch, load
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -34,11 +34,6 @@ GOALS = {
     "season": 0.74,
     "usage": 0.91,
 }
-
-
-def best_epoch(path: str) -> dict[str, float]:
-    """The epoch with the best validation mean (the one training keeps)."""
-    return max(load(path), key=lambda e: e["val_mean_top1"])
 
 
 def fit(photos: list[int], top1: list[float]) -> tuple[float, float]:
@@ -117,7 +112,7 @@ if __name__ == "__main__":
     if len(args) < 2 or not all("=" in arg for arg in args):
         raise SystemExit(__doc__)
     named = dict(arg.split("=", 1) for arg in args)
-    runs = {int(count): best_epoch(path) for count, path in named.items()}
+    runs = {int(count): best_epoch(load(path)) for count, path in named.items()}
     fitted = fits(runs)
     print(table(runs, fitted))
     if out is not None:

@@ -28,9 +28,9 @@ from app.errors import ImageError
 from app.main import create_app
 from app.settings import Settings
 from bench.procstat import descendants, pid_stats
-from tests.test_server import free_port, metric
+from tests.live import free_port, metric
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def jpeg_files(photos: list[bytes], n: int = 1) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -538,7 +538,7 @@ def test_peer_answers_import_without_the_service_stack() -> None:
         "    sys.modules[name] = None\n"
         "import bench.peers.answers\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_a_process_tree_s_memory_counts_shared_pages_once_and_late_children_too() -> None:

@@ -16,7 +16,7 @@ from export.data import IGNORE, Catalogue
 from export.memory import NeighbourMemory, fit_memory, gain_p_value
 from export.quantize import after_features, convert_fp16, quantize_int8
 from export.train import predict
-from tests.test_convert import HEAD_SIZES, SIZE, catalogue_pixels, metadata, tiny_classifier
+from tests.export.test_convert import HEAD_SIZES, SIZE, catalogue_pixels, metadata, tiny_classifier
 
 
 def identity_memory(vectors: list[list[float]], labels: list[int], classes: int, **kwargs: object) -> NeighbourMemory:

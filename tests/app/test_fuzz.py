@@ -18,7 +18,7 @@ from app.preprocess import decode
 from app.schema import Preprocessing
 from app.settings import Settings
 from tests.images import encode, photo
-from tests.test_server import running
+from tests.live import running
 
 SPEC = Preprocessing(size=32)
 SEEDS = [

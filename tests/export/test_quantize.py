@@ -28,7 +28,7 @@ from export.steps import int8_drops
 SIZE = 32
 FEATURES = 32
 HEAD_SIZES = {"articleType": 5, "baseColour": 4}
-CATALOGUE = Path(__file__).parent / "data" / "catalogue"
+CATALOGUE = Path(__file__).resolve().parents[1] / "data" / "catalogue"
 OUTPUTS = ["articleType", "baseColour", "embedding"]
 
 

@@ -14,7 +14,7 @@ from app.main import create_app
 from app.repository import resolve
 from app.settings import DEFAULT_REPOSITORY, Settings
 from tests.conftest import CATALOGUE
-from tests.test_server import metric
+from tests.live import metric
 
 NAME = "product-classifier"
 
@@ -101,7 +101,7 @@ def test_fp32_and_int8_agree(photos: list[bytes]) -> None:
 
 
 def test_repository_is_the_checkout_models_folder() -> None:
-    assert Path(__file__).resolve().parent.parent / "models" == DEFAULT_REPOSITORY
+    assert Path(__file__).resolve().parents[2] / "models" == DEFAULT_REPOSITORY
 
 
 def test_the_ensemble_is_described_and_its_heads_answer_distributions(default_client: TestClient) -> None:

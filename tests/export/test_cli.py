@@ -23,7 +23,7 @@ from export.convert import onnx_outputs, read_onnx_metadata
 from export.steps import int8_drops
 from tests.conftest import CATALOGUE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

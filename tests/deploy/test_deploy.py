@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from app.main import create_app
 from app.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"

@@ -26,7 +26,7 @@ from export.network import MultiHeadClassifier, build_efficientnet_classifier
 SIZE = 32
 FEATURES = 16
 HEAD_SIZES = {"articleType": 5, "baseColour": 4}
-CATALOGUE = Path(__file__).parent / "data" / "catalogue"
+CATALOGUE = Path(__file__).resolve().parents[1] / "data" / "catalogue"
 
 
 class TinyResNet(nn.Module):

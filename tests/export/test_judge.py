@@ -11,7 +11,7 @@ import pytest
 from app.settings import Settings
 from export import judge
 from tests.conftest import CATALOGUE
-from tests.test_server import running
+from tests.live import running
 from tests.tiny_model import HEADS
 
 

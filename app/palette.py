@@ -1,0 +1,178 @@
+"""The product's own colours: its pixels clustered in CIELAB, each swatch named in the catalogue's colour words.
+
+Pixels are those of the model's input (the photo fitted on its white pad, transparency already composited on
+white), sampled on a grid; near-white pixels are the studio background and are left out. Pillow's median-cut
+quantiser clusters them in Lab, where distances follow perceived colour differences. Each swatch is named by
+the shades each colour name has in training photos (`palette.json`, written by `vitrine export palette`) and
+by what the colour head says about the whole photo.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageCms
+from pydantic import BaseModel, Field
+
+PALETTE_FILE = "palette.json"
+MAX_COLOURS = 5
+SAMPLE_STEP = 3  # every third pixel of every third row: the 60x80 catalogue photos are upscaled in the input
+WHITE_ABOVE = 235  # every channel above this: studio white (JPEG leaves the background a few levels off 255)
+MIN_PRODUCT_PIXELS = 12  # fewer sampled product pixels than this: no palette (a blank or all-white image)
+MIN_SHARE = 0.03  # swatches smaller than this share of the product are specks (edges, JPEG ringing)
+
+
+class Shade(BaseModel):
+    """One typical shade of a colour name, in CIELAB (D65)."""
+
+    lab: tuple[float, float, float]
+    weight: float = Field(gt=0, le=1, description="Share of the name's training swatches near this shade.")
+
+
+class Shades(BaseModel):
+    """What `palette.json` holds: each colour name's typical shades, learned from training photos, and how the
+    colour head's opinion is weighed against a swatch's distance to them."""
+
+    head: str = Field(description="The colour head whose labels are the names (e.g. `baseColour`).")
+    names: dict[str, list[Shade]] = Field(description="Colour name to its typical shades.")
+    spread: float = Field(gt=0, description="Lab distance at which a shade's likelihood falls to exp(-1/2).")
+    head_weight: float = Field(ge=0, description="Exponent of the head's probability in a name's score.")
+    top_bonus: float = Field(
+        0.0, ge=0, description="Extra log-score of the head's top name (its first swatch named so wins)."
+    )
+    lightness_weight: float = Field(
+        1.0, gt=0, le=1, description="Weight of lightness in distances (lighting changes it more than hue)."
+    )
+    fitted_on: str = Field("", description="Which photos the shades were learned from, and how.")
+
+    @classmethod
+    def read(cls, folder: Path) -> Shades | None:
+        """The version folder's `palette.json`, or None when it has none."""
+        path = folder / PALETTE_FILE
+        return cls.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Swatch:
+    """One cluster of the product's pixels: its mean colour (Lab and RGB) and its share of the product."""
+
+    lab: np.ndarray
+    rgb: np.ndarray
+    share: float
+
+    @property
+    def hex(self) -> str:
+        r, g, b = (round(float(v)) for v in self.rgb)
+        return f"#{r:02x}{g:02x}{b:02x}"
+
+
+@functools.cache
+def _to_lab() -> ImageCms.ImageCmsTransform:
+    """littlecms's sRGB to CIELAB (D65) transform, built once on first use."""
+    return ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB", 6500), "RGB", "LAB")
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB (L 0-100, a and b signed) of uint8 RGB pixels of any shape (..., 3), as float32."""
+    flat = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(1, -1, 3)
+    converted = ImageCms.applyTransform(Image.fromarray(flat, mode="RGB"), _to_lab())
+    assert converted is not None  # applyTransform returns None only when asked to work in place
+    raw = np.asarray(converted)
+    lab = np.empty(raw.shape, dtype=np.float32)
+    lab[..., 0] = raw[..., 0] * (100 / 255)  # Pillow stores L scaled to 0-255, a and b as signed bytes
+    lab[..., 1:] = raw[..., 1:].view(np.int8)
+    return lab.reshape(rgb.shape)
+
+
+def product_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The sampled product pixels (n x 3 uint8) of a model input (H x W x 3), background left out."""
+    sample = pixels[::SAMPLE_STEP, ::SAMPLE_STEP].reshape(-1, 3)
+    keep = (sample <= WHITE_ABOVE).any(axis=1)
+    return sample[keep]
+
+
+def swatches(pixels: np.ndarray, colours: int = MAX_COLOURS) -> list[Swatch]:
+    """Up to `colours` swatches of the product in a model input, largest first; [] when it shows no product."""
+    rgb = product_pixels(pixels)
+    if len(rgb) < MIN_PRODUCT_PIXELS:
+        return []
+    lab = to_lab(rgb)
+    # The quantiser works on 8-bit RGB images: Lab fits in bytes as (L, a + 128, b + 128), one unit per Lab unit,
+    # so its distances are Lab distances (CIE76).
+    packed = np.clip(lab + np.array([0, 128, 128], dtype=np.float32), 0, 255).round().astype(np.uint8)
+    quantised = Image.fromarray(packed[None], mode="RGB").quantize(
+        colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    index = np.asarray(quantised).ravel()
+    counts = np.bincount(index, minlength=colours).astype(np.float64)
+    found = []
+    for k in np.flatnonzero(counts):
+        members = index == k
+        found.append(Swatch(lab[members].mean(axis=0), rgb[members].mean(axis=0), float(counts[k] / len(rgb))))
+    return sorted(found, key=lambda s: -s.share)
+
+
+class Namer:
+    """Names swatches with the learned shades and the colour head's probabilities."""
+
+    def __init__(self, shades: Shades, labels: list[str]) -> None:
+        unknown = sorted(set(shades.names) - set(labels))
+        if unknown:
+            raise ValueError(f"{PALETTE_FILE} names colours the {shades.head} head lacks: {unknown}")
+        self.shades = shades
+        self.names = [n for n in labels if n in shades.names]  # the head's order; `Multi` has no shade
+        self.columns = np.array([labels.index(n) for n in self.names])
+        centres, owners, weights = [], [], []
+        for k, name in enumerate(self.names):
+            for shade in shades.names[name]:
+                centres.append(shade.lab)
+                owners.append(k)
+                weights.append(shade.weight)
+        self.centres = np.array(centres, dtype=np.float32)
+        self.owners = np.array(owners)
+        self.log_weights = np.log(np.array(weights, dtype=np.float32))
+        self.scale = np.array([shades.lightness_weight, 1.0, 1.0], dtype=np.float32)
+
+    def scores(self, labs: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """Each swatch's log-score for each name (swatches x names): shade likelihood plus the head's opinion."""
+        shades = self.shades
+        gaps = ((labs[:, None, :] - self.centres[None, :, :]) * self.scale) ** 2
+        per_shade = self.log_weights - gaps.sum(axis=2) / (2 * shades.spread**2)
+        likelihood = np.full((len(labs), len(self.names)), -np.inf, dtype=np.float32)
+        np.maximum.at(likelihood.T, self.owners, per_shade.T)
+        head = probs[self.columns].astype(np.float32)
+        prior = shades.head_weight * np.log(np.maximum(head, 1e-6))
+        prior[int(head.argmax())] += shades.top_bonus
+        result: np.ndarray = likelihood + prior
+        return result
+
+    def name(self, found: list[Swatch], probs: np.ndarray) -> list[tuple[str, Swatch, float]]:
+        """(name, its largest swatch, the name's share) per name, by share: swatches with the same name merge."""
+        kept = [s for s in found if s.share >= MIN_SHARE] or found[:1]
+        if not kept:
+            return []
+        best = self.scores(np.stack([s.lab for s in kept]), probs).argmax(axis=1)
+        merged: dict[str, tuple[Swatch, float]] = {}
+        for swatch, k in zip(kept, best, strict=True):
+            name = self.names[int(k)]
+            largest, share = merged.get(name, (swatch, 0.0))
+            merged[name] = (largest, share + swatch.share)
+        total = sum(share for _, share in merged.values())  # specks left out: shares of what is named
+        ordered = sorted(merged.items(), key=lambda item: -item[1][1])
+        return [(name, swatch, share / total) for name, (swatch, share) in ordered]
+
+
+def palette(namer: Namer, pixels: np.ndarray, probs: np.ndarray) -> list[dict[str, Any]]:
+    """The `palette` answer of one image: [{"hex", "name", "share"}], largest share first."""
+    named = namer.name(swatches(pixels), probs)
+    return [{"hex": swatch.hex, "name": name, "share": round(share, 4)} for name, swatch, share in named]
+
+
+def lab_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """CIE76 colour difference of two Lab colours."""
+    return math.dist(a.tolist(), b.tolist())

@@ -26,6 +26,8 @@ from app.runtime import Runtime, wants_cuda
 from app.settings import Settings
 from app.uploads import Blob
 
+__all__ = ["Core", "Row", "open_runtime"]  # Row: one image's outputs, by output name
+
 log = logging.getLogger(__name__)
 
 DECODE_START_S = 60.0  # a spawned process imports numpy and Pillow: a second or two, longer on a loaded host

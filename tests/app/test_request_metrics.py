@@ -7,8 +7,6 @@ from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from app.request_metrics import EndpointLabels
-from app.routes import TABLE, build
-from app.settings import Settings
 
 
 def test_each_endpoint_keeps_its_label_and_everything_else_is_other(client: TestClient, photos: list[bytes]) -> None:
@@ -34,13 +32,6 @@ def test_each_endpoint_keeps_its_label_and_everything_else_is_other(client: Test
         'endpoint="other",status="200"',
         'endpoint="other",status="404"',
     }
-
-
-def test_the_labels_come_from_the_table(tiny_settings: Settings) -> None:
-    built = build(tiny_settings)
-    assert len(built.routers) == len(TABLE)
-    assert [r.name for r in built.routes()] == ["classify", "attributes", "live", "ready", "models", "metrics"]
-    assert built.ops_paths == {"/health/live", "/health/ready", "/metrics"}
 
 
 def test_a_new_route_gets_its_name_as_its_label_path_parameters_included() -> None:

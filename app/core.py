@@ -17,13 +17,16 @@ import numpy as np
 
 from app.batcher import Batcher, Row
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
+from app.explain import Explainer, Explanation
 from app.metrics import Metrics, child_pids, resident_bytes
-from app.predictions import Predictions
+from app.palette import Namer, Shades
+from app.predictions import INPUT_KEY, Predictions
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
 from app.responses import ModelRef
 from app.runtime import Runtime, wants_cuda
 from app.settings import Settings
+from app.translate import Labels, Translations
 from app.uploads import Blob
 
 __all__ = ["Core", "Row", "open_runtime"]  # Row: one image's outputs, by output name
@@ -74,7 +77,10 @@ class Core:
         self.model_ref = ModelRef.model_construct(
             name=meta.name, version=meta.version, provider=self.runtime.provider, precision=self.runtime.precision
         )
-        self.predictions = Predictions(meta, metrics)
+        folder = self.runtime.path.parent  # the version folder: its palette and label tables sit beside the files
+        self.labels = Labels(meta, Translations.read(folder))
+        self.predictions = Predictions(meta, metrics, _namer(meta, Shades.read(folder)))
+        self.explainer = Explainer(meta)
         self._answered: dict[str, Any] = {}  # the `ok` child of vitrine_images_total per endpoint, looked up once
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
@@ -90,7 +96,7 @@ class Core:
             self._decode_pool, self._decode_workers = self._new_decode_pool()
         self._decode_pool_lock = asyncio.Lock()
         self.batcher = Batcher(
-            self.runtime.run,
+            self._run_batch,
             max_batch_size=layout.max_batch_size,
             max_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
@@ -110,6 +116,49 @@ class Core:
                 "precision": self.runtime.precision,
             }
         )
+
+    def _run_batch(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The batcher's run: the model's outputs, and each image's model input (the palette reads its pixels)."""
+        outputs = self.runtime.run(pixels)
+        if self.predictions.namer is not None:
+            outputs[INPUT_KEY] = pixels
+        return outputs
+
+    def _run_outputs(self, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        return list(self.runtime.session.run(names, {self.spec.input_name: pixels}))
+
+    async def explain(
+        self, blobs: Sequence[Blob], head: str | None, label: str | None
+    ) -> list[Explanation | ImageError]:
+        """Explain a head's label (default each image's top label) per image, per-image errors in place.
+
+        Explaining asks the graph for the head's class activation maps as well, so it runs beside the batcher (on
+        a worker thread), not in its batches, which fetch only what /classify and /attributes answer. Images
+        count in `vitrine_images_total` under `explain`."""
+        chosen = self.explainer.head(head)
+        index = self.explainer.label_index(chosen, label)
+        if not self.ready:
+            raise NotReady("the model is not ready")
+        timeout = self.settings.request_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout):
+                decoded, seconds = await asyncio.to_thread(self._decode_chunk, list(blobs))
+                self._observe_decode_times(seconds)
+                good = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+                explained: list[Explanation] = []
+                if good:
+                    pixels = np.stack([d for d in decoded if not isinstance(d, ImageError)])
+                    explained = await asyncio.to_thread(
+                        self.explainer.explain, self._run_outputs, pixels, chosen, index
+                    )
+        except TimeoutError as exc:
+            self.metrics.images.labels("explain", DeadlineExceeded.code).inc(len(blobs))
+            raise DeadlineExceeded(f"the images were not explained within {timeout:g}s") from exc
+        done = iter(explained)
+        results: list[Explanation | ImageError] = [d if isinstance(d, ImageError) else next(done) for d in decoded]
+        for outcome in results:
+            self.metrics.images.labels("explain", outcome.code if isinstance(outcome, ImageError) else "ok").inc()
+        return results
 
     @property
     def ready(self) -> bool:
@@ -219,8 +268,23 @@ class Core:
             "input": {"size": self.spec.size, "dtype": self.spec.dtype, "layout": self.spec.layout},
             "preprocessing": self.spec.model_dump(mode="json"),
             "heads": [
-                {"name": h.name, "key": h.key, "role": h.role, "level": h.level, "labels": h.labels} for h in meta.heads
+                {
+                    "name": h.name,
+                    "key": h.key,
+                    "role": h.role,
+                    "level": h.level,
+                    "labels": h.labels,
+                    "translations": {
+                        language: translated[h.name]
+                        for language in self.labels.languages[1:]
+                        for translated in [self.labels.head_labels(language)]
+                    },
+                }
+                for h in meta.heads
             ],
+            "languages": self.labels.languages,
+            "explain": sorted(h.key for h in meta.heads if meta.explain and h.name in meta.explain.outputs),
+            "palette": self.predictions.namer is not None,
             "metrics": meta.metrics,
             "architecture": meta.architecture,
             "members": meta.members,
@@ -315,6 +379,17 @@ class Core:
         for _, seconds in parts:
             self._observe_decode_times(seconds)
         return [item for items, _ in parts for item in items]
+
+
+def _namer(metadata: Any, shades: Shades | None) -> Namer | None:
+    """The palette's namer when the version folder has learned shades for one of its heads."""
+    if shades is None:
+        return None
+    head = next((h for h in metadata.heads if h.name == shades.head), None)
+    if head is None:
+        log.warning("palette.json names the head %s, which the model lacks: no palette", shades.head)
+        return None
+    return Namer(shades, head.labels)
 
 
 def _chunks(items: list[Any], parts: int) -> list[list[Any]]:

@@ -10,7 +10,6 @@ by what the colour head says about the whole photo.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field
 
 PALETTE_FILE = "palette.json"
 MAX_COLOURS = 5
-SAMPLE_STEP = 3  # every third pixel of every third row: the 60x80 catalogue photos are upscaled in the input
+SAMPLE_STEP = 4  # every fourth pixel of every fourth row: the 60x80 catalogue photos are upscaled 1.6x
 WHITE_ABOVE = 235  # every channel above this: studio white (JPEG leaves the background a few levels off 255)
 MIN_PRODUCT_PIXELS = 12  # fewer sampled product pixels than this: no palette (a blank or all-white image)
 MIN_SHARE = 0.03  # swatches smaller than this share of the product are specks (edges, JPEG ringing)
@@ -42,8 +41,16 @@ class Shades(BaseModel):
     names: dict[str, list[Shade]] = Field(description="Colour name to its typical shades.")
     spread: float = Field(gt=0, description="Lab distance at which a shade's likelihood falls to exp(-1/2).")
     head_weight: float = Field(ge=0, description="Exponent of the head's probability in a name's score.")
-    top_bonus: float = Field(
-        0.0, ge=0, description="Extra log-score of the head's top name (its first swatch named so wins)."
+    second_above: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="The head's top name, and its second when that has at least this probability, each go to "
+        "the swatch that looks most like it, if one is within `reach` (the head saw the colour; the swatch says "
+        "where it is).",
+    )
+    reach: float = Field(
+        4.5, gt=0, description="How unlike a name's shades (in log-likelihood) a swatch may be and still take it."
     )
     lightness_weight: float = Field(
         1.0, gt=0, le=1, description="Weight of lightness in distances (lighting changes it more than hue)."
@@ -90,10 +97,20 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def product_pixels(pixels: np.ndarray) -> np.ndarray:
-    """The sampled product pixels (n x 3 uint8) of a model input (H x W x 3), background left out."""
-    sample = pixels[::SAMPLE_STEP, ::SAMPLE_STEP].reshape(-1, 3)
-    keep = (sample <= WHITE_ABOVE).any(axis=1)
-    return sample[keep]
+    """The sampled product pixels (n x 3 uint8) of a model input (H x W x 3), background left out.
+
+    Samples next to the background are left out too: resizing blends the product's edge with white into pale
+    tints that are not the product's colours (unless that leaves too few, as for a thin chain)."""
+    sample = pixels[::SAMPLE_STEP, ::SAMPLE_STEP]
+    product = sample.min(axis=2) <= WHITE_ABOVE
+    inner = product.copy()
+    inner[1:] &= product[:-1]
+    inner[:-1] &= product[1:]
+    inner[:, 1:] &= product[:, :-1]
+    inner[:, :-1] &= product[:, 1:]
+    keep = inner if np.count_nonzero(inner) >= MIN_PRODUCT_PIXELS else product
+    chosen: np.ndarray = sample[keep]
+    return chosen
 
 
 def swatches(pixels: np.ndarray, colours: int = MAX_COLOURS) -> list[Swatch]:
@@ -109,12 +126,15 @@ def swatches(pixels: np.ndarray, colours: int = MAX_COLOURS) -> list[Swatch]:
         colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )
     index = np.asarray(quantised).ravel()
-    counts = np.bincount(index, minlength=colours).astype(np.float64)
-    found = []
-    for k in np.flatnonzero(counts):
-        members = index == k
-        found.append(Swatch(lab[members].mean(axis=0), rgb[members].mean(axis=0), float(counts[k] / len(rgb))))
-    return sorted(found, key=lambda s: -s.share)
+    counts = np.bincount(index, minlength=colours)
+    both = np.concatenate([lab, rgb.astype(np.float32)], axis=1)
+    sums = np.stack([np.bincount(index, weights=both[:, c], minlength=colours) for c in range(6)], axis=1)
+    order = np.argsort(-counts, kind="stable")
+    return [
+        Swatch(sums[k, :3] / counts[k], sums[k, 3:] / counts[k], float(counts[k] / len(rgb)))
+        for k in order
+        if counts[k]
+    ]
 
 
 class Namer:
@@ -138,28 +158,42 @@ class Namer:
         self.log_weights = np.log(np.array(weights, dtype=np.float32))
         self.scale = np.array([shades.lightness_weight, 1.0, 1.0], dtype=np.float32)
 
-    def scores(self, labs: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """Each swatch's log-score for each name (swatches x names): shade likelihood plus the head's opinion."""
-        shades = self.shades
+    def likelihoods(self, labs: np.ndarray) -> np.ndarray:
+        """Each swatch's log-likelihood under each name's shades (swatches x names)."""
         gaps = ((labs[:, None, :] - self.centres[None, :, :]) * self.scale) ** 2
-        per_shade = self.log_weights - gaps.sum(axis=2) / (2 * shades.spread**2)
+        per_shade = self.log_weights - gaps.sum(axis=2) / (2 * self.shades.spread**2)
         likelihood = np.full((len(labs), len(self.names)), -np.inf, dtype=np.float32)
         np.maximum.at(likelihood.T, self.owners, per_shade.T)
+        return likelihood
+
+    def assign(self, labs: np.ndarray, probs: np.ndarray) -> list[str]:
+        """A name per swatch: the best by shade likelihood and the head's opinion, then the head's top names
+        (see `Shades.second_above`) given to the swatches that look most like them."""
+        shades = self.shades
+        likelihood = self.likelihoods(labs)
         head = probs[self.columns].astype(np.float32)
-        prior = shades.head_weight * np.log(np.maximum(head, 1e-6))
-        prior[int(head.argmax())] += shades.top_bonus
-        result: np.ndarray = likelihood + prior
-        return result
+        chosen = (likelihood + shades.head_weight * np.log(np.maximum(head, 1e-6))).argmax(axis=1)
+        ranked = np.argsort(-head, kind="stable")
+        reserved = [int(ranked[0])]
+        if len(ranked) > 1 and head[ranked[1]] >= shades.second_above:
+            reserved.append(int(ranked[1]))
+        taken: set[int] = set()
+        for name in reserved:
+            fits = likelihood[:, name].copy()
+            fits[list(taken)] = -np.inf
+            swatch = int(fits.argmax())
+            if fits[swatch] > -shades.reach:
+                chosen[swatch] = name
+                taken.add(swatch)
+        return [self.names[int(k)] for k in chosen]
 
     def name(self, found: list[Swatch], probs: np.ndarray) -> list[tuple[str, Swatch, float]]:
         """(name, its largest swatch, the name's share) per name, by share: swatches with the same name merge."""
         kept = [s for s in found if s.share >= MIN_SHARE] or found[:1]
         if not kept:
             return []
-        best = self.scores(np.stack([s.lab for s in kept]), probs).argmax(axis=1)
         merged: dict[str, tuple[Swatch, float]] = {}
-        for swatch, k in zip(kept, best, strict=True):
-            name = self.names[int(k)]
+        for swatch, name in zip(kept, self.assign(np.stack([s.lab for s in kept]), probs), strict=True):
             largest, share = merged.get(name, (swatch, 0.0))
             merged[name] = (largest, share + swatch.share)
         total = sum(share for _, share in merged.values())  # specks left out: shares of what is named
@@ -171,8 +205,3 @@ def palette(namer: Namer, pixels: np.ndarray, probs: np.ndarray) -> list[dict[st
     """The `palette` answer of one image: [{"hex", "name", "share"}], largest share first."""
     named = namer.name(swatches(pixels), probs)
     return [{"hex": swatch.hex, "name": name, "share": round(share, 4)} for name, swatch, share in named]
-
-
-def lab_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """CIE76 colour difference of two Lab colours."""
-    return math.dist(a.tolist(), b.tolist())

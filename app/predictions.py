@@ -8,14 +8,20 @@ from app.answers import HeadView
 from app.batcher import Row
 from app.errors import ImageError, NotAvailable
 from app.metrics import Metrics
+from app.palette import Namer, palette
 from app.schema import Head, ModelMetadata
+
+INPUT_KEY = "vitrine:input"  # a row's model input, kept when a palette is answered (never an output's name)
 
 
 class Predictions:
     """The served model's heads, prepared once, turning rows into results; each top-1 score is observed in
     `vitrine_prediction_score`."""
 
-    def __init__(self, metadata: ModelMetadata, metrics: Metrics) -> None:
+    def __init__(self, metadata: ModelMetadata, metrics: Metrics, namer: Namer | None = None) -> None:
+        self.namer = namer  # the palette's, when the version folder has learned shades
+        colour = next((h for h in metadata.heads if namer and h.name == namer.shades.head), None)
+        self._colour_output = colour.output if colour else None
         self.article = _optional_view(metadata.head_by_level("article"))
         self.master = _optional_view(metadata.head_by_level("master"))
         self.sub = _optional_view(metadata.head_by_level("sub"))
@@ -50,16 +56,19 @@ class Predictions:
         return results
 
     def attributes(self, rows: list[Row | ImageError], top_k: int) -> list[dict[str, Any]]:
-        """/attributes' results: every attribute head's label and score with its top-k, per image."""
+        """/attributes' results: every attribute head's label and score with its top-k, and the palette (when the
+        model has learned shades), per image."""
         results = []
         for index, row in enumerate(rows):
             if isinstance(row, ImageError):
                 results.append(_error(index, row))
                 continue
-            attributes = {
+            attributes: dict[str, Any] = {
                 view.key: {**self._best(view, row), "top_k": view.top(row[view.output], top_k)}
                 for view in self.attribute_views
             }
+            if self.namer is not None and self._colour_output is not None and INPUT_KEY in row:
+                attributes["palette"] = palette(self.namer, row[INPUT_KEY], row[self._colour_output])
             results.append({"index": index, "status": "ok", "attributes": attributes})
         return results
 

@@ -1,8 +1,9 @@
 """Labels in the language a client asks for: the model folder's reviewed table (`translations.json`).
 
 English, the catalogue's own language, is the default; `?lang=zh` or an `Accept-Language` that prefers
-Chinese answers every label of every head, and the palette's colour names, in Simplified Chinese. A label the
-table lacks stays in English (`vitrine export translations` lists such labels and fails).
+Chinese answers every label of every head, and the palette's colour names, in Simplified Chinese. A language
+the model has no table for is answered in English, and a label the table lacks stays in English (`vitrine
+export translations` lists such labels and fails).
 """
 
 from __future__ import annotations
@@ -13,19 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.errors import BadRequest
 from app.schema import ModelMetadata
 
 log = logging.getLogger(__name__)
 
 TRANSLATIONS_FILE = "translations.json"
 DEFAULT_LANGUAGE = "en"
-
-
-class UnknownLanguage(BadRequest):
-    """A `lang` the served model has no labels in."""
-
-    code = "unknown_language"
 
 
 class Translations(BaseModel):
@@ -75,13 +69,11 @@ class Labels:
         self._by_key = {h.key: h.name for h in metadata.heads}
 
     def choose(self, lang: str | None, accept_language: str | None) -> str:
-        """The answer's language: `lang` when given (UnknownLanguage when the model has none in it), else the
-        most preferred of `Accept-Language` that the model has, else English."""
+        """The answer's language: `lang` when the model has labels in it, else the most preferred language of
+        `Accept-Language` that it has, else English (answers say which in `Content-Language`)."""
         if lang is not None:
             code = lang.strip().lower().split("-")[0]
-            if code not in self.languages:
-                raise UnknownLanguage(f"no labels in {lang!r}; available: {', '.join(self.languages)}")
-            return code
+            return code if code in self.languages else DEFAULT_LANGUAGE
         for code in preferred(accept_language or ""):
             if code in self.languages:
                 return code
@@ -134,6 +126,35 @@ class Labels:
             if level in category and head is not None:
                 out[level] = self.entry(language, head.name, category[level])
         return out
+
+    def classify_results(self, language: str, results: list[dict[str, Any]], finest_key: str) -> list[dict[str, Any]]:
+        """`/classify` results with their labels in `language` (errors as they are)."""
+        if language == DEFAULT_LANGUAGE:
+            return results
+        finest = self._by_key[finest_key]
+        return [
+            {
+                **r,
+                "category": self.category(language, r["category"], finest),
+                "top_k": self.entries(language, finest, r["top_k"]),
+            }
+            if r.get("status") == "ok"
+            else r
+            for r in results
+        ]
+
+    def attributes_results(self, language: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`/attributes` results with their labels and palette names in `language` (errors as they are)."""
+        if language == DEFAULT_LANGUAGE:
+            return results
+        return [
+            {**r, "attributes": self.attributes(language, r["attributes"])} if r.get("status") == "ok" else r
+            for r in results
+        ]
+
+    def label_of(self, language: str, key: str, label: str) -> str:
+        """One label of the head keyed `key` (as answers name heads) in `language`."""
+        return self.name(language, self._by_key.get(key, key), label)
 
 
 def preferred(header: str) -> list[str]:

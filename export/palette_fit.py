@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import KMeans
 
-from app.palette import PALETTE_FILE, Namer, Shade, Shades, swatches
+from app.palette import MIN_SHARE, PALETTE_FILE, Namer, Shade, Shades, swatches
 from app.schema import Head, ModelMetadata
 from export.convert import cpu_session
 from export.data import Catalogue
@@ -29,8 +29,8 @@ MULTI = "Multi"  # the catalogue's word for several colours: a photo's mix, not 
 SHADES_PER_NAME = 3
 MIN_PHOTOS_PER_SHADE = 15
 ROUNDS = 3
-HEAD_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-TOP_BONUSES = (0.0, 1.0, 2.0, 4.0, 8.0)
+HEAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+SECOND_ABOVE = (0.05, 0.1, 0.2, 0.3, 1.0)  # 1.0: never the second name
 BATCH = 128
 
 
@@ -134,21 +134,20 @@ def named_share(namer: Namer, split: Photos, head: Head) -> tuple[float, int]:
         count += 1
         if not len(labs):
             continue
-        keep = shares >= 0.03
-        keep[0] = True
-        best = namer.scores(labs[keep], probs).argmax(axis=1)
-        hits += head.labels[label] in {namer.names[int(k)] for k in best}
+        keep = shares >= MIN_SHARE
+        keep[0] = True  # as Namer.name: the largest swatch is named even when all are specks
+        hits += head.labels[label] in set(namer.assign(labs[keep], probs))
     return hits / max(1, count), count
 
 
 def tune(base: Shades, labels: list[str], val: Photos, head: Head) -> Shades:
-    """The head weight and top bonus with the best named share on the validation split."""
+    """The head weight and second-name threshold with the best named share on the validation split."""
     best: tuple[float, Shades] = (-1.0, base)
     for weight in HEAD_WEIGHTS:
-        for bonus in TOP_BONUSES:
-            candidate = base.model_copy(update={"head_weight": weight, "top_bonus": bonus})
+        for second in SECOND_ABOVE:
+            candidate = base.model_copy(update={"head_weight": weight, "second_above": second})
             share, _ = named_share(Namer(candidate, labels), val, head)
-            log.info("head weight %.2f, top bonus %.1f: %.4f on validation", weight, bonus, share)
+            log.info("head weight %.2f, second name above %.2f: %.4f on validation", weight, second, share)
             if share > best[0]:
                 best = (share, candidate)
     return best[1]
@@ -178,13 +177,12 @@ def fit_palette(
     tuned = tune(base, head.labels, splits["validation"], head)
     path = folder / PALETTE_FILE
     path.write_text(tuned.model_dump_json(indent=1) + "\n", encoding="utf-8")
-    figures: dict[str, float] = {"head_weight": tuned.head_weight, "top_bonus": tuned.top_bonus}
+    figures: dict[str, float] = {"head_weight": tuned.head_weight, "second_above": tuned.second_above}
     for name, split in splits.items():
         assert split.probs is not None
         share, count = named_share(Namer(tuned, head.labels), split, head)
-        shades_only, _ = named_share(
-            Namer(tuned.model_copy(update={"head_weight": 0.0, "top_bonus": 0.0}), head.labels), split, head
-        )
+        alone = tuned.model_copy(update={"head_weight": 0.0, "second_above": 1.0, "reach": 1e-9})
+        shades_only, _ = named_share(Namer(alone, head.labels), split, head)
         single = (split.labels >= 0) & (split.labels != head.labels.index(MULTI))
         head_top1 = float((split.probs[single].argmax(axis=1) == split.labels[single]).mean())
         figures |= {

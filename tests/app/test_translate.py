@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.schema import ModelMetadata
-from app.translate import Labels, Translations, UnknownLanguage, preferred
+from app.translate import Labels, Translations, preferred
 from export.translations import check_translations
 from tests.conftest import ROOT
 
@@ -68,9 +68,9 @@ def test_the_language_comes_from_the_query_then_the_header(lang: str | None, hea
     assert labels().choose(lang, header) == chosen
 
 
-def test_an_unknown_lang_is_a_clear_error() -> None:
-    with pytest.raises(UnknownLanguage, match="available: en, zh"):
-        labels().choose("fr", None)
+def test_a_language_without_a_table_is_answered_in_english() -> None:
+    assert labels().choose("fr", "zh") == "en"  # asked for explicitly: not overridden by the header
+    assert labels().languages == ["en", "zh"]
 
 
 def test_answers_are_translated_head_by_head() -> None:

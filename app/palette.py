@@ -147,23 +147,22 @@ class Namer:
         self.shades = shades
         self.names = [n for n in labels if n in shades.names]  # the head's order; `Multi` has no shade
         self.columns = np.array([labels.index(n) for n in self.names])
-        centres, owners, weights = [], [], []
+        # Each name's shades padded to the most any name has (a missing shade weighs nothing): one array
+        # operation scores every swatch against every shade.
+        most = max(len(shades.names[n]) for n in self.names)
+        self.centres = np.zeros((len(self.names), most, 3), dtype=np.float32)
+        self.log_weights = np.full((len(self.names), most), -np.inf, dtype=np.float32)
         for k, name in enumerate(self.names):
-            for shade in shades.names[name]:
-                centres.append(shade.lab)
-                owners.append(k)
-                weights.append(shade.weight)
-        self.centres = np.array(centres, dtype=np.float32)
-        self.owners = np.array(owners)
-        self.log_weights = np.log(np.array(weights, dtype=np.float32))
+            for j, shade in enumerate(shades.names[name]):
+                self.centres[k, j] = shade.lab
+                self.log_weights[k, j] = np.log(shade.weight)
         self.scale = np.array([shades.lightness_weight, 1.0, 1.0], dtype=np.float32)
 
     def likelihoods(self, labs: np.ndarray) -> np.ndarray:
         """Each swatch's log-likelihood under each name's shades (swatches x names)."""
-        gaps = ((labs[:, None, :] - self.centres[None, :, :]) * self.scale) ** 2
-        per_shade = self.log_weights - gaps.sum(axis=2) / (2 * self.shades.spread**2)
-        likelihood = np.full((len(labs), len(self.names)), -np.inf, dtype=np.float32)
-        np.maximum.at(likelihood.T, self.owners, per_shade.T)
+        gaps = ((labs[:, None, None, :] - self.centres[None]) * self.scale) ** 2
+        per_shade = self.log_weights - gaps.sum(axis=3) / (2 * self.shades.spread**2)
+        likelihood: np.ndarray = per_shade.max(axis=2)
         return likelihood
 
     def assign(self, labs: np.ndarray, probs: np.ndarray) -> list[str]:

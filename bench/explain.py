@@ -13,8 +13,9 @@ rounds of:
 - classify on the same model file without the map outputs (`--plain FILE`, e.g. the file before
   `vitrine export explainable`), to show that /classify pays nothing for them.
 
-It prints the median per-image time of each and the ratios: explain / classify (goal at most 2) and
-attributes with palette / attributes (goal at most 1.15).
+Each batch runs through every path in turn (the order rotating), so that other load on the host falls on
+all of them alike. It prints the median per-image time of each (and the rounds' range) and the ratios:
+explain / classify (goal at most 2) and attributes with palette / attributes (goal at most 1.15).
 """
 
 from __future__ import annotations
@@ -127,19 +128,27 @@ def main(argv: list[str] | None = None) -> int:
     for work in measured.values():  # warm-up: first runs allocate, and the explainer maps a blank input once
         work(batches[0])
     per_image: dict[str, list[float]] = {name: [] for name in measured}
-    for _ in range(args.rounds):
-        for name, work in measured.items():
-            started = time.perf_counter()
-            for batch in batches:
-                work(batch)
-            per_image[name].append((time.perf_counter() - started) / len(jpegs))
+    names = list(measured)
+    for round_ in range(args.rounds):
+        spent = dict.fromkeys(names, 0.0)
+        # Every path runs each batch in turn (the order rotating), so that a burst of other load on the host
+        # falls on all of them alike rather than on one path's whole pass.
+        for index, batch in enumerate(batches):
+            shift = (round_ + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                measured[name](batch)
+                spent[name] += time.perf_counter() - started
+        for name in names:
+            per_image[name].append(spent[name] / len(jpegs))
     print(
         f"{source}; {version.metadata.name} v{version.metadata.version} {runtime.precision}, "
         f"{args.threads} intra-op thread(s), {args.batch} images per call, median of {args.rounds} rounds"
     )
     medians = {name: statistics.median(times) for name, times in per_image.items()}
     for name, value in medians.items():
-        print(f"  {name:32s} {value * 1000:7.3f} ms per image")
+        spread = f"{min(per_image[name]) * 1000:.3f}-{max(per_image[name]) * 1000:.3f}"
+        print(f"  {name:32s} {value * 1000:7.3f} ms per image (rounds {spread})")
     print(f"explain / classify: {medians['explain'] / medians['classify']:.2f} (goal at most 2)")
     print(
         f"attributes with palette / attributes: {medians['attributes+palette'] / medians['attributes']:.3f} "

@@ -183,7 +183,8 @@ def fit_palette(
         share, count = named_share(Namer(tuned, head.labels), split, head)
         alone = tuned.model_copy(update={"head_weight": 0.0, "second_above": 1.0, "reach": 1e-9})
         shades_only, _ = named_share(Namer(alone, head.labels), split, head)
-        single = (split.labels >= 0) & (split.labels != head.labels.index(MULTI))
+        multi = head.labels.index(MULTI) if MULTI in head.labels else -2
+        single = (split.labels >= 0) & (split.labels != multi)
         head_top1 = float((split.probs[single].argmax(axis=1) == split.labels[single]).mean())
         figures |= {
             f"{name}.photos": count,

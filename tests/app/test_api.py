@@ -237,7 +237,7 @@ def test_decode_threads_set_where_they_have_no_effect_are_warned_about(
         tiny_settings,
     ):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="app.core"), TestClient(create_app(settings)):
+        with caplog.at_level(logging.WARNING, logger="app.decoder"), TestClient(create_app(settings)):
             pass
         warned.append(any("VITRINE_DECODE_THREADS=2 has no effect" in r.getMessage() for r in caplog.records))
     assert warned == [True, False, False]

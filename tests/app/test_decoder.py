@@ -7,9 +7,11 @@ import logging
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from app.decoder import ModelThreadDecoder, PoolDecoder, choose_decoder
 from app.errors import ImageError
+from app.main import create_app
 from app.metrics import Metrics
 from app.preprocess import decode
 from app.schema import Preprocessing
@@ -80,3 +82,21 @@ def test_the_layout_picks_the_decoder(
     assert isinstance(decoder, kind) and decoder.where == where
     assert decoder.ahead is (kind is PoolDecoder)
     assert not caplog.records
+
+
+def test_decode_threads_set_where_they_have_no_effect_are_warned_about(
+    tiny_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """VITRINE_DECODE_THREADS set explicitly while images are decoded on the model threads: a start-up warning."""
+    explicit = Settings(**tiny_settings.model_dump(exclude_unset=True), decode_threads=2)
+    warned = []
+    for settings in (
+        explicit,  # the CPU default decodes on the model threads
+        explicit.model_copy(update={"decode_on_model_threads": False}),
+        tiny_settings,
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="app.decoder"), TestClient(create_app(settings)):
+            pass
+        warned.append(any("VITRINE_DECODE_THREADS=2 has no effect" in r.getMessage() for r in caplog.records))
+    assert warned == [True, False, False]

@@ -68,9 +68,7 @@ def settings_table() -> str:
     rows = ["| Variable | Type | Default | Bounds | Meaning |", "|---|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         meaning = _markdown(field.description or "")
-        rows.append(
-            f"| `VITRINE_{name.upper()}` | {_type(field)} | {_default(field)} | {_bounds(field)} | {meaning} |"
-        )
+        rows.append(f"| `VITRINE_{name.upper()}` | {_type(field)} | {_default(field)} | {_bounds(field)} | {meaning} |")
     return "\n".join(rows)
 
 

@@ -87,7 +87,7 @@ def test_two_model_workers_give_the_same_answers(
 
 
 def test_the_cpu_warms_up_once_however_many_model_workers_run(tiny_settings: Settings) -> None:
-    """Only CUDA needs each model thread warmed (bench/results/gpu); on the CPU extra workers add no start-up."""
+    """Only CUDA needs each model thread warmed (decision 0016); on the CPU extra workers add no start-up."""
     settings = tiny_settings.model_copy(update={"model_workers": 3})
     runtime = open_runtime(settings)
     calls: list[int] = []

@@ -27,7 +27,7 @@ def test_the_layout_decodes_on_one_thread_model_workers_on_the_cpu_and_before_th
 
 
 def test_on_cuda_a_many_core_host_decodes_in_processes_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On an H200's 16 cores, 14 decode processes served profile A 1.55x faster than threads (bench/results/gpu/v4)."""
+    """On an H200's 16 cores, 14 decode processes served profile A 1.55x faster than threads (decision 0015)."""
     for cpus, processes in ((2, 0), (7, 0), (8, 6), (16, 14)):
         monkeypatch.setattr("app.settings.available_cpus", lambda cpus=cpus: cpus)
         assert Settings(intra_op_threads=2).layout(cuda=True).decode_processes == processes, cpus

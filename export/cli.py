@@ -85,12 +85,6 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")
         step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
-        step.add_argument("--teacher", type=Path, help="distil from this packaged version folder (e.g. the ensemble)")
-        step.add_argument("--distill-weight", type=float, help="share of the loss that follows the teacher")
-        step.add_argument("--distill-temperature", type=float, help="softening temperature for distillation")
-        step.add_argument("--drop-path", type=float, help="stochastic depth rate at the top of the backbone (0: off)")
-        step.add_argument("--mixup-alpha", type=float, help="mixup's Beta(alpha, alpha) blend weight (0: off)")
-        step.add_argument("--ema-decay", type=float, help="keep an EMA of the weights with this decay (0: off)")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
     ensemble = steps.add_parser(
         "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]

@@ -176,9 +176,3 @@ def test_build_smoke_run_produces_a_servable_version(tmp_path: Path, capsys: pyt
     with TestClient(create_app(settings)) as client:
         body = client.post("/classify", files=[("images", ("a.jpg", photo, "image/jpeg"))]).json()
         assert body["model"]["version"] == 2 and body["results"][0]["status"] == "ok"
-
-    # Distillation: a training stage with the ensemble as teacher runs, and its lineage names the teacher.
-    student = ["--data", str(CATALOGUE), "--work", str(tmp_path / "student"), "--size", "48", "--min-class-count", "2"]
-    assert main(["train", *student, "--epochs", "1", "--warmup-epochs", "0", "--teacher", str(ensemble)]) == 0
-    (stage,) = json.loads((tmp_path / "student" / "lineage.json").read_text())["stages"]
-    assert stage["recipe"]["teacher"] == str(ensemble) and len(stage["history"]) == 1

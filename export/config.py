@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -132,3 +132,15 @@ class ExportConfig(BaseModel):
         """Read a TOML config file."""
         with path.open("rb") as handle:
             return cls.model_validate(tomllib.load(handle))
+
+
+def apply_options(config: ExportConfig, options: dict[str, Any]) -> None:
+    """Set command-line options on `config`, validated as the file's values are: training and data fields by
+    name, `backbone`, and `max_int8_drop` (the config's `max_int8_top1_drop`); other names are not config."""
+    for section, fields in ((config.train, TrainConfig.model_fields), (config.data, DataConfig.model_fields)):
+        for key in fields.keys() & options.keys():
+            setattr(section, key, options[key])
+    if "backbone" in options:
+        config.backbone = options["backbone"]
+    if "max_int8_drop" in options:
+        config.max_int8_top1_drop = options["max_int8_drop"]

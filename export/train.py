@@ -18,7 +18,7 @@ from tqdm import tqdm
 from export.config import ExportConfig, TrainConfig
 from export.data import IGNORE, Catalogue
 from export.network import MultiHeadClassifier
-from export.pipeline import checkpoint
+from export.pipeline import Splits, build_model, checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +222,19 @@ def train(
     model.load_state_dict(best["state_dict"])
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TrainResult(ckpt_dir / "best.pt", best_epoch, best_val, history, time.monotonic() - start)
+
+
+def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
+    """Fine-tune and keep the best checkpoint in `work`."""
+    model = build_model(splits.train.classes, config, pretrained=config.train.init_from is None)
+    if config.train.init_from is not None:  # strict: same backbone, heads and classes as that run
+        state = load_checkpoint(model, config.train.init_from, splits.train.classes, config)
+        log.info("continuing from %s (epoch %s)", config.train.init_from, state.get("epoch"))
+    result = train(model, splits.train, splits.val, config, work)
+    log.info(
+        "best epoch %d of %d in %.1f min: %s",
+        result.best_epoch,
+        len(result.history),
+        result.seconds / 60,
+        {k: round(v, 4) for k, v in result.best_val.items()},
+    )

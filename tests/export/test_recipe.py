@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.repository import resolve
-from app.settings import Settings
+from app.repository import resolve, versions
+from app.settings import DEFAULT_REPOSITORY, Settings
 from export.cli import _args, _config, main
 from export.config import DEFAULT_CONFIG
-from export.recipe import Build, PackageStage, Recipe, TrainStage, run_recipe
+from export.recipe import Build, PackageStage, Recipe, TrainStage, VersionStage, run_recipe
 from tests.conftest import CATALOGUE
 
 # The commands that built version 4's training stages (its member cards), as `vitrine export train` options.
@@ -56,6 +56,20 @@ def test_the_default_recipe_trains_each_stage_as_version_4_was_trained() -> None
         "version": 4,
         "publish": True,
     }
+
+
+def test_the_tree_holds_the_one_version_the_recipe_publishes_naming_no_work_path() -> None:
+    """Earlier versions stay in git history; the members are named apart from the model they make up."""
+    published = [s for s in Recipe.load(DEFAULT_CONFIG).stages if isinstance(s, VersionStage) and s.publish]
+    assert [(s.model, s.version) for s in published] == [
+        (name, version) for name in ("product-classifier",) for version in versions(DEFAULT_REPOSITORY, name)
+    ]
+    folder = resolve(DEFAULT_REPOSITORY, "product-classifier").folder
+    for path in [folder / "model.json", *folder.glob("*.md")]:
+        text = path.read_text(encoding="utf-8")
+        assert "runs/" not in text and "/tmp/" not in text, path  # git-ignored or gone
+    members = resolve(DEFAULT_REPOSITORY, "product-classifier").metadata.members or []
+    assert len(members) == 2 and not any(m.startswith("product-classifier v") for m in members)
 
 
 def stages_file(tmp_path: Path, stages: str) -> Path:

@@ -187,7 +187,7 @@ def without_plots(card: str, member: str) -> str:
     if start < 0:
         return card
     end = card.find("\n## ", start + 1)
-    note = f"\n## Plots\n\nIn the member's own version folder ({member}).\n"
+    note = f"\n## Plots\n\nIn the member's own version folder, {member}.\n"
     return card[:start] + note + (card[end:] if end >= 0 else "")
 
 
@@ -229,8 +229,12 @@ def build_ensemble(
     parity_images: int = 512,
     bench_seconds: float = 3.0,
     max_int8_drop: float = 0.01,
+    members_built_apart: bool = True,
 ) -> Path:
-    """Write a version folder holding the ensemble of `member_folders` in every precision they all have."""
+    """Write a version folder holding the ensemble of `member_folders` in every precision they all have.
+
+    `members_built_apart`: the card's reproduce section first points at the members' cards for their commands
+    (not when `reproduce` builds the members too, as a recipe's build does)."""
     check_not_a_member(member_folders, out, version)
     members = [Member.read(f) for f in member_folders]
     check_compatible(members)
@@ -288,6 +292,7 @@ def build_ensemble(
             "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
         }
         members_first = [f"# member {i}: the commands in member-{i}.md" for i in range(1, len(members) + 1)]
+        members_first = members_first if members_built_apart else []
         write_card(
             folder,
             meta,

@@ -252,6 +252,7 @@ class EnsembleStage(VersionStage):
             reproduce=self.reproduce(build),
             bench_seconds=build.bench_seconds,
             max_int8_drop=config.max_int8_top1_drop,
+            members_built_apart=False,
         )
 
 

@@ -157,7 +157,7 @@ def test_the_default_recipe_builds_a_servable_version_and_resumes(
         text = path.read_text(encoding="utf-8")
         assert str(runs / "members") not in text and "checkpoints" not in text, path
     card = (default.folder / "README.md").read_text(encoding="utf-8")
-    assert f"vitrine export build {DEFAULT_CONFIG} --data {CATALOGUE}" in card
+    assert f"vitrine export build {DEFAULT_CONFIG} --data {CATALOGUE}" in card and "the commands in member" not in card
     assert "| init_from | stage lite1 |" in (default.folder / "member-2.md").read_text(encoding="utf-8")
     lineage = json.loads((runs / "lite1-r2" / "lineage.json").read_text())["stages"]
     assert [len(stage["history"]) for stage in lineage] == [1, 1]

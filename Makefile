@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test docs lint audit bench soak export-default clean
+.PHONY: serve test docs lint audit bench soak model clean
 
 include deploy/Makefile.include
 
@@ -70,25 +70,10 @@ bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml $(MLSERVER)/bin/mlserv
 soak: $(VENV)/.test
 	$(PY) tools/soak.py --minutes 10
 
-# Rebuild the default model (version 4) from the catalogue export, about four and a half hours on 2 CPU
-# cores. Member 1 is version 3: two EfficientNet-Lite0 stages (1+8 epochs from ImageNet weights, then 9 more
-# from that run's best checkpoint), the memory vote fitted, evaluated, exported, quantised. Member 2: two
-# EfficientNet-Lite1 stages (1+8, then 7 more), packaged outside models/ (only the default's versions are
-# committed). Then the two are merged into version 4, which averages them
-# (models/product-classifier/4/README.md and its member-1.md, member-2.md).
-export-default: $(VENV)/.test
-	$(VENV)/bin/vitrine export train --data $(DATA) --backbone-lr 0.0005
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/product-classifier-r2 \
-	    --init-from runs/product-classifier/checkpoints/best.pt --warmup-epochs 0 --epochs 9 --head-lr 0.001 --backbone-lr 0.0003
-	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/product-classifier-r2 --out models/product-classifier \
-	    --version 3 --overwrite
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1 --backbone efficientnet-lite1 --backbone-lr 0.0005
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1-r2 --backbone efficientnet-lite1 \
-	    --init-from runs/lite1/checkpoints/best.pt --warmup-epochs 0 --epochs 7 --head-lr 0.001 --backbone-lr 0.0003
-	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/lite1-r2 --out runs/members/product-classifier \
-	    --version 4 --backbone efficientnet-lite1 --overwrite
-	$(VENV)/bin/vitrine export ensemble --data $(DATA) --work runs/lite1-r2 --out models/product-classifier \
-	    --members models/product-classifier/3 runs/members/product-classifier/4 --version 4 --overwrite
+# Rebuild the default model (version 4) from the catalogue export: the stages of its config file, in order
+# (docs/model-pipeline-recipe.md). A stage finished by an earlier run is skipped, so a stopped build resumes.
+model: $(VENV)/.test
+	$(VENV)/bin/vitrine export build export/configs/product-classifier.toml --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site out

@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test lint audit bench soak export-default clean
+.PHONY: serve test lint audit bench soak export-default fashion-mnist clean
 
 include deploy/Makefile.include
 
@@ -25,8 +25,15 @@ $(VENV)/.test: pyproject.toml | $(PY)
 serve: $(VENV)/.serve
 	$(VENV)/bin/vitrine serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test
+test: $(VENV)/.test fashion-mnist
 	$(PY) -m pytest
+
+# Fashion-MNIST from Debian (docs/own-model.md and its test); the package puts it in /usr/share/datasets.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist: $(FASHION_MNIST)
+$(FASHION_MNIST):
+	apt-get install -y -q --no-install-recommends dataset-fashion-mnist || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check app export tests bench

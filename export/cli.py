@@ -18,6 +18,7 @@ from export.card import write_card
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, DataConfig, ExportConfig, TrainConfig
 from export.ensemble import build_ensemble, check_not_a_member
 from export.evaluate import evaluate
+from export.importer import add_import_parser, run_import
 from export.pipeline import (
     FILES,
     Int8LossError,
@@ -128,6 +129,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")
     evaluation.add_argument("--subset", choices=["test", "val"], default="test", help="the split to evaluate on")
     evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>-<subset>)")
+    add_import_parser(steps)
     return parser.parse_args(argv)
 
 
@@ -315,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _args(argv)
     try:
-        _run(args, argv)
+        if args.step == "import":
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            run_import(args)
+        else:
+            _run(args, argv)
     except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 1

@@ -7,7 +7,6 @@ import hmac
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPS_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
@@ -35,12 +34,13 @@ def key_is_valid(presented: list[bytes], keys: list[bytes]) -> bool:
 
 
 class ApiKeys:
-    """Refuse requests without a valid key (401) when keys are configured; health and metrics optional."""
+    """Refuse requests without a valid key (401) when keys are configured; the API docs are always open, the
+    operational endpoints (`ops_paths`: health, metrics) unless `protect_ops`."""
 
-    def __init__(self, app: ASGIApp, keys: list[bytes], *, protect_ops: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: list[bytes], *, ops_paths: frozenset[str], protect_ops: bool) -> None:
         self.app = app
         self.keys = keys
-        self.open_paths = PUBLIC_PATHS if protect_ops else PUBLIC_PATHS | OPS_PATHS
+        self.open_paths = PUBLIC_PATHS if protect_ops else PUBLIC_PATHS | ops_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:

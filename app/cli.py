@@ -31,7 +31,7 @@ def serve(argv: list[str]) -> int:
     try:
         # Open the model before the server starts, so that a missing or corrupt model, or labels that do
         # not match its outputs, end the process with one line and a non-zero exit; the app serves it.
-        from app.service import open_runtime
+        from app.core import open_runtime
 
         runtime = open_runtime(settings)
     except ModelLoadError as exc:

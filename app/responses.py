@@ -1,19 +1,10 @@
-"""Response shapes for the OpenAPI document, and a fast JSON response class for the hot path."""
+"""Response shapes (pydantic models) for the answers and the OpenAPI document, and the documented errors."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, Field
-from starlette.responses import JSONResponse
-
-
-class FastJSON(JSONResponse):
-    """JSON via orjson: answers are built as plain dicts, so no validation pass is spent on them."""
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class Scored(BaseModel):

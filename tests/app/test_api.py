@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from app.core import open_runtime
 from app.main import create_app
 from app.metrics import child_pids, resident_bytes
 from app.responses import ClassifyResponse
-from app.service import open_runtime
 from app.settings import PIPELINED_BATCH, WORKER_BATCH, Layout, Settings
 from tests.images import encode, photo, png_bomb
 from tests.tiny_model import HEADS, make_repository
@@ -237,7 +237,7 @@ def test_decode_threads_set_where_they_have_no_effect_are_warned_about(
         tiny_settings,
     ):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="app.service"), TestClient(create_app(settings)):
+        with caplog.at_level(logging.WARNING, logger="app.core"), TestClient(create_app(settings)):
             pass
         warned.append(any("VITRINE_DECODE_THREADS=2 has no effect" in r.getMessage() for r in caplog.records))
     assert warned == [True, False, False]

@@ -68,7 +68,7 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
     tiny_settings: Settings, photos: list[bytes]
 ) -> None:
     with TestClient(create_app(tiny_settings)) as client:
-        runtime = client.app.state.recognizer.runtime  # type: ignore[attr-defined]
+        runtime = client.app.state.core.runtime  # type: ignore[attr-defined]
         real_run = runtime.run
         calls = {"n": 0}
 
@@ -79,7 +79,7 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
             answer: dict[str, np.ndarray] = real_run(batch)
             return answer
 
-        client.app.state.recognizer.batcher._run_batch = failing_once  # type: ignore[attr-defined]
+        client.app.state.core.batcher._run_batch = failing_once  # type: ignore[attr-defined]
         files = [*jpeg_files(photos, 2), ("images", ("note.txt", b"not an image", "image/jpeg"))]
         failed = client.post("/classify", files=files)
         assert failed.status_code == 500
@@ -98,7 +98,7 @@ def test_a_model_that_keeps_failing_makes_the_replica_not_ready_until_it_answers
     """README: readiness is false whenever no model is usable. Three failed runs in a row take the replica out
     of its load balancer; each readiness probe (or request) then tries the model once, and it comes back."""
     with TestClient(create_app(tiny_settings)) as client:
-        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
         real_run = batcher._run_batch
 
         def broken(batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -120,7 +120,7 @@ def test_a_model_that_keeps_failing_makes_the_replica_not_ready_until_it_answers
 def test_work_past_the_deadline_gets_504(tiny_settings: Settings, photos: list[bytes]) -> None:
     settings = Settings(**{**tiny_settings.model_dump(), "request_timeout_ms": 50})
     with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
         real_run = batcher._run_batch
 
         def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,7 +138,7 @@ def metrics_text(app: Any) -> str:
 
 def held_model_runs(client: TestClient) -> threading.Event:
     """Make the app's model runs wait until the returned event is set (the queue then fills behind them)."""
-    batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+    batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
     real_run = batcher._run_batch
     release = threading.Event()
 
@@ -160,7 +160,7 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
 def test_a_full_queue_answers_503_with_retry_after(tiny_settings: Settings, photos: list[bytes]) -> None:
     settings = Settings(**{**tiny_settings.model_dump(), "max_queue_size": 4, "max_images_per_request": 4})
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(2) as pool:
-        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
         release = held_model_runs(client)
         running = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))  # taken into a (held) run
         wait_for(lambda: len(batcher._in_flight) == 1 and batcher.depth == 0)
@@ -195,16 +195,16 @@ def test_decoding_before_the_batcher_counts_against_the_queue_and_the_deadline(
         }
     )
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(4) as pool:
-        recognizer = client.app.state.recognizer  # type: ignore[attr-defined]
-        real_decode = recognizer._decode_chunk
+        core = client.app.state.core  # type: ignore[attr-defined]
+        real_decode = core._decode_chunk
 
         def slow_decode(blobs: list[bytes]) -> Any:
             time.sleep(0.4 * len(blobs))  # stands in for large photos on a busy host
             return real_decode(blobs)
 
-        recognizer._decode_chunk = slow_decode
+        core._decode_chunk = slow_decode
         slow = [pool.submit(client.post, "/classify", files=jpeg_files(photos, 2)) for _ in range(2)]
-        wait_for(lambda: recognizer.batcher._held == 4)
+        wait_for(lambda: core.batcher._held == 4)
         refused = client.post("/classify", files=jpeg_files(photos, 1))
         statuses = sorted(f.result().status_code for f in slow)
         text = client.get("/metrics").text
@@ -223,7 +223,7 @@ def test_a_cancelled_request_leaves_no_task_behind_and_its_queued_images_never_r
     async def scenario() -> tuple[list[str], int, float]:
         app = create_app(tiny_settings)
         async with app.router.lifespan_context(app):
-            batcher = app.state.recognizer.batcher
+            batcher = app.state.core.batcher
             real_run, runs = batcher._run_batch, []
 
             def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -323,18 +323,18 @@ def test_the_service_is_ready_only_once_every_decode_process_left_its_process_gr
     """The pool spawns its processes on demand, and the first one up may take every warm-up task. A process
     still starting when the service reported ready died of a SIGTERM sent to the process group, which broke
     the pool (the SIGTERM test below failed now and then)."""
+    from app.core import Core
     from app.metrics import Metrics
-    from app.service import Recognizer
 
     settings = tiny_settings.model_copy(update={"decode_processes": 4})
 
     async def started() -> dict[int, int]:
-        recognizer = Recognizer(settings, Metrics())
-        await recognizer.start()
+        core = Core(settings, Metrics())
+        await core.start()
         try:
-            return {pid: os.getpgid(pid) for pid in recognizer._decode_pool._processes}  # type: ignore[union-attr]
+            return {pid: os.getpgid(pid) for pid in core._decode_pool._processes}  # type: ignore[union-attr]
         finally:
-            await recognizer.stop()
+            await core.stop()
 
     groups = asyncio.run(started())
     assert len(groups) == 4 and os.getpgrp() not in groups.values(), groups
@@ -344,31 +344,31 @@ def test_decode_processes_that_hang_while_starting_fail_the_start_in_time(
     tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each round of start-up tasks is bounded by what is left of DECODE_START_S, not only checked between rounds."""
-    import app.service
+    import app.core
+    from app.core import Core
     from app.metrics import Metrics
-    from app.service import Recognizer
 
-    monkeypatch.setattr(app.service, "DECODE_START_S", 1.0)
-    monkeypatch.setattr(app.service, "started_worker", partial(time.sleep, 20))  # a process that never reports
+    monkeypatch.setattr(app.core, "DECODE_START_S", 1.0)
+    monkeypatch.setattr(app.core, "started_worker", partial(time.sleep, 20))  # a process that never reports
     settings = tiny_settings.model_copy(update={"decode_processes": 2})
 
-    async def start() -> Recognizer:
-        recognizer = Recognizer(settings, Metrics())
-        await recognizer.start()
-        return recognizer
+    async def start() -> Core:
+        core = Core(settings, Metrics())
+        await core.start()
+        return core
 
-    recognizer: Recognizer | None = None
+    core: Core | None = None
     began = time.monotonic()
     try:
         with pytest.raises(RuntimeError, match="decode processes started within 1s"):
-            recognizer = asyncio.run(start())
+            core = asyncio.run(start())
         assert time.monotonic() - began < 10  # before the fix: the 20 s of the hung processes
     finally:
         for pid in descendants([os.getpid()], pid_stats()) - {os.getpid()}:
             if b"spawn_main" in _read(pid, "cmdline"):  # the hung decode processes, not the resource tracker
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-    assert recognizer is None
+    assert core is None
 
 
 def test_a_timed_out_request_frees_its_queue_places_at_once(tiny_settings: Settings, photos: list[bytes]) -> None:
@@ -377,7 +377,7 @@ def test_a_timed_out_request_frees_its_queue_places_at_once(tiny_settings: Setti
         **{**tiny_settings.model_dump(), "max_queue_size": 4, "max_images_per_request": 4, "request_timeout_ms": 800}
     )
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(2) as pool:
-        batcher = client.app.state.recognizer.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
         release = held_model_runs(client)
         running = pool.submit(client.post, "/classify", files=jpeg_files(photos, 4))  # in a held run
         wait_for(lambda: len(batcher._in_flight) == 1 and batcher.depth == 0)
@@ -397,24 +397,24 @@ def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
     """A decode process that dies (killed, out of memory) breaks a process pool for good: every later request
     failed with 500 while /health/ready said 200, and the drain hung on the pool. Now the next request gets a
     new pool and its answer, and stopping takes no longer than usual."""
+    from app.core import Core
     from app.metrics import Metrics
-    from app.service import Recognizer
 
     settings = tiny_settings.model_copy(update={"decode_processes": 2})
 
     async def scenario() -> tuple[list[str], float, list[int]]:
-        recognizer = Recognizer(settings, Metrics())
-        await recognizer.start()
-        old = list(recognizer._decode_pool._processes)  # type: ignore[union-attr]
+        core = Core(settings, Metrics())
+        await core.start()
+        old = list(core._decode_pool._processes)  # type: ignore[union-attr]
         try:
             os.kill(old[0], signal.SIGKILL)
             await asyncio.sleep(0.5)  # the pool notices its dead process
             blobs: list[bytes | ImageError] = list(photos[:3])
-            answer = await recognizer.recognise("classify", blobs, 1)
+            rows = await core.infer(blobs, "classify")
         finally:
             started = time.monotonic()
-            await asyncio.wait_for(recognizer.stop(), 30)
-        return [r["status"] for r in answer["results"]], time.monotonic() - started, old
+            await asyncio.wait_for(core.stop(), 30)
+        return ["error" if isinstance(r, ImageError) else "ok" for r in rows], time.monotonic() - started, old
 
     statuses, stop_s, old = asyncio.run(scenario())
     assert statuses == ["ok"] * 3 and stop_s < 10

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
+from app.core import Core
 from app.errors import ModelLoadError
 from app.metrics import Metrics
 from app.repository import resolve
 from app.runtime import Runtime, choose_precision, cuda_available, softmax
 from app.schema import ModelMetadata
-from app.service import Recognizer
 from app.settings import Settings
 from tests.tiny_model import HEADS, make_repository
 
@@ -102,11 +102,11 @@ def test_a_cuda_build_without_a_usable_gpu_serves_in_the_cpu_layout(
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real()])
     monkeypatch.setattr(ort, "preload_dlls", lambda *args, **kwargs: None, raising=False)
     settings = tiny_settings.model_copy(update={"providers": "auto", "intra_op_threads": 2, "max_batch_size": None})
-    recognizer = Recognizer(settings, Metrics())
-    assert recognizer.runtime.provider == "cpu"
-    assert recognizer.layout == settings.layout(cuda=False) != settings.layout(cuda=True)
-    assert recognizer.layout.decode_on_model_threads and recognizer.layout.model_workers == 2
-    assert recognizer.runtime.session.get_session_options().intra_op_num_threads == 1
+    core = Core(settings, Metrics())
+    assert core.runtime.provider == "cpu"
+    assert core.layout == settings.layout(cuda=False) != settings.layout(cuda=True)
+    assert core.layout.decode_on_model_threads and core.layout.model_workers == 2
+    assert core.runtime.session.get_session_options().intra_op_num_threads == 1
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 # Opens the model the way `vitrine serve` does and runs it once: what onnxruntime's telemetry would record.
 SERVE_ONCE = """
 import sys
-from app.service import open_runtime
+from app.core import open_runtime
 from app.settings import Settings
 runtime = open_runtime(Settings(model_repository=sys.argv[1], model_name="tiny", providers="cpu"))
 runtime.run(runtime.blank(1))

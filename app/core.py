@@ -1,4 +1,4 @@
-"""The HTTP-free core: load a model, decode images off the loop, batch them, shape the answers."""
+"""The HTTP-free core that routes build on: load a model, decode images off the loop, batch them, run them."""
 
 from __future__ import annotations
 
@@ -7,26 +7,29 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from app.answers import HeadView
 from app.batcher import Batcher, Row
-from app.errors import DeadlineExceeded, ImageError, NotAvailable, NotReady, VitrineError
+from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
 from app.metrics import Metrics, child_pids, resident_bytes
+from app.predictions import Predictions
 from app.preprocess import decode_many, decode_pool, started_worker
 from app.repository import configured
+from app.responses import ModelRef
 from app.runtime import Runtime, wants_cuda
-from app.schema import Head
 from app.settings import Settings
+from app.uploads import Blob
+
+__all__ = ["Core", "Row", "open_runtime"]  # Row: one image's outputs, by output name
 
 log = logging.getLogger(__name__)
 
-Endpoint = Literal["classify", "attributes"]
 DECODE_START_S = 60.0  # a spawned process imports numpy and Pillow: a second or two, longer on a loaded host
 FAILING_RUNS = 3  # model runs failed in a row after which the replica reports not ready
 PROBE_TIMEOUT_S = 10.0  # a check of a failing model that takes longer leaves it failing
@@ -50,8 +53,8 @@ def open_runtime(settings: Settings) -> Runtime:
     )
 
 
-class Recognizer:
-    """Owns the runtime, the decode pool and the batcher for one model version."""
+class Core:
+    """Owns the runtime, the decode pool and the batcher for one model version; `infer` runs images through it."""
 
     def __init__(self, settings: Settings, metrics: Metrics, runtime: Runtime | None = None) -> None:
         self.settings = settings
@@ -68,21 +71,11 @@ class Recognizer:
         self.metadata = self.runtime.metadata
         self.spec = self.metadata.preprocessing
         meta = self.metadata
-        self.article = _optional_view(meta.head_by_level("article"))
-        self.master = _optional_view(meta.head_by_level("master"))
-        self.sub = _optional_view(meta.head_by_level("sub"))
-        self.finest = self.article or self.sub or self.master  # what /classify's label and top_k come from
-        self.attributes = [HeadView(h) for h in meta.attribute_heads]
-        self.model_block = {
-            "name": meta.name,
-            "version": meta.version,
-            "provider": self.runtime.provider,
-            "precision": self.runtime.precision,
-        }
-        # The labelled metric children of the hot path, looked up once instead of per image.
-        self._answered = {endpoint: metrics.images.labels(endpoint, "ok") for endpoint in ("classify", "attributes")}
-        views = [v for v in (self.article, self.sub, self.master, *self.attributes) if v is not None]
-        self._scores = {v.key: metrics.prediction_score.labels(v.key) for v in views}
+        self.model_ref = ModelRef.model_construct(
+            name=meta.name, version=meta.version, provider=self.runtime.provider, precision=self.runtime.precision
+        )
+        self.predictions = Predictions(meta, metrics)
+        self._answered: dict[str, Any] = {}  # the `ok` child of vitrine_images_total per endpoint, looked up once
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
@@ -222,7 +215,7 @@ class Recognizer:
         ensemble's members), the memory vote, and how the service runs it."""
         meta = self.metadata
         return {
-            **self.model_block,
+            **self.model_ref.model_dump(),
             "input": {"size": self.spec.size, "dtype": self.spec.dtype, "layout": self.spec.layout},
             "preprocessing": self.spec.model_dump(mode="json"),
             "heads": [
@@ -251,19 +244,15 @@ class Recognizer:
             "decode_workers": self._decode_workers,
         }
 
-    def check_endpoint(self, endpoint: Endpoint) -> None:
-        """NotAvailable (404) when the model has no head for `endpoint`: /classify needs a category head."""
-        if endpoint == "classify" and self.finest is None:
-            raise NotAvailable("the served model has no category heads; /attributes answers its heads")
+    async def infer(self, blobs: Sequence[Blob], endpoint: str) -> list[Row | ImageError]:
+        """Every model output per image (each head's probabilities, the embedding), in order; an image that cannot
+        be used gets its ImageError in its place. Raises when the request fails as a whole.
 
-    async def recognise(self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int) -> dict[str, Any]:
-        """Answer one request: a result per image in order, per-image errors in place.
-
-        Each image counts once in `vitrine_images_total`: `ok`, its own error code, or, when the request fails
-        as a whole, that error's code (`overloaded`, `deadline_exceeded`, `inference_failed`, ...; `cancelled`
-        when the request was cancelled: its client went away, or the shutdown grace ran out)."""
+        Each image counts once in `vitrine_images_total` under `endpoint`: `ok`, its own error code, or, when the
+        request fails as a whole, that error's code (`overloaded`, `deadline_exceeded`, `inference_failed`, ...;
+        `cancelled` when the request was cancelled: its client went away, or the shutdown grace ran out)."""
         try:
-            results, outcomes = await self._recognise(endpoint, blobs, top_k)
+            rows = await self._infer(list(blobs))
         except VitrineError as error:
             self.metrics.images.labels(endpoint, error.code).inc(len(blobs))
             raise
@@ -273,16 +262,20 @@ class Recognizer:
         except Exception:
             self.metrics.images.labels(endpoint, "internal_error").inc(len(blobs))
             raise
-        for outcome, count in outcomes.items():
-            counter = self._answered[endpoint] if outcome == "ok" else self.metrics.images.labels(endpoint, outcome)
-            counter.inc(count)
-        self.answered_images += outcomes["ok"]
-        return {"model": self.model_block, "results": results}
+        failed = Counter(row.code for row in rows if isinstance(row, ImageError))
+        answered = len(rows) - sum(failed.values())
+        for outcome, count in failed.items():
+            self.metrics.images.labels(endpoint, outcome).inc(count)
+        if answered:
+            ok = self._answered.get(endpoint)
+            if ok is None:
+                ok = self._answered[endpoint] = self.metrics.images.labels(endpoint, "ok")
+            ok.inc(answered)
+        self.answered_images += answered
+        return rows
 
-    async def _recognise(
-        self, endpoint: Endpoint, blobs: list[bytes | ImageError], top_k: int
-    ) -> tuple[list[dict[str, Any]], Counter[str]]:
-        """The results in order and how many images had each outcome; raises when the request fails as a whole.
+    async def _infer(self, blobs: list[Blob]) -> list[Row | ImageError]:
+        """The rows in order, per-image errors in place; raises when the request fails as a whole.
 
         The deadline runs from here, so that it covers decoding before the batcher too; images waiting to be
         decoded count against the queue limit as well as those waiting for a batch."""
@@ -305,24 +298,12 @@ class Recognizer:
         except asyncio.CancelledError:
             self.batcher.discard(futures)
             raise
-        rows: dict[int, Row | BaseException] = dict(zip(good, done, strict=True))
-        results = []
-        outcomes: Counter[str] = Counter()
-        for index, item in enumerate(decoded):
-            outcome = rows.get(index, item)
-            if isinstance(outcome, dict):
-                results.append(self._result(endpoint, index, outcome, top_k))
-                outcomes["ok"] += 1
-            elif isinstance(outcome, ImageError):
-                results.append(
-                    {"index": index, "status": "error", "error": {"code": outcome.code, "message": outcome.message}}
-                )
-                outcomes[outcome.code] += 1
-            elif isinstance(outcome, BaseException):
+        rows: list[Row | ImageError] = list(decoded)
+        for index, outcome in zip(good, done, strict=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, ImageError):
                 raise outcome  # a batch failed (InferenceFailed): the request fails as a whole (500)
-            else:
-                raise RuntimeError("unexpected decode result")
-        return results, outcomes
+            rows[index] = outcome  # a row, or the ImageError of an image decoded on its model thread
+        return rows
 
     async def _decode_stage(self, pool: Executor, blobs: list[bytes | ImageError]) -> list[Any]:
         """Decode a request's images on the decode pool, holding their places in the batcher's queue meanwhile."""
@@ -335,34 +316,8 @@ class Recognizer:
             self._observe_decode_times(seconds)
         return [item for items, _ in parts for item in items]
 
-    def _result(self, endpoint: Endpoint, index: int, row: Row, top_k: int) -> dict[str, Any]:
-        """One image's answer; each head's top-1 score is observed in `vitrine_prediction_score`."""
-        if endpoint == "classify":
-            finest = self.finest
-            assert finest is not None  # check_endpoint refused the request otherwise
-            best = self._best(finest, row)
-            category = {**best}
-            for name, view in (("master", self.master), ("sub", self.sub)):
-                if view is not None:  # the finest level's own entry repeats its answer (not computed again)
-                    category[name] = best if view is finest else self._best(view, row)
-            top = finest.top(row[finest.output], top_k)
-            return {"index": index, "status": "ok", "category": category, "top_k": top}
-        attributes = {
-            view.key: {**self._best(view, row), "top_k": view.top(row[view.output], top_k)} for view in self.attributes
-        }
-        return {"index": index, "status": "ok", "attributes": attributes}
-
-    def _best(self, view: HeadView, row: Row) -> dict[str, Any]:
-        best = view.best(row[view.output])
-        self._scores[view.key].observe(best["score"])
-        return best
-
 
 def _chunks(items: list[Any], parts: int) -> list[list[Any]]:
     """Split into at most `parts` contiguous, nearly equal chunks (order kept)."""
     size = -(-len(items) // max(1, min(parts, len(items))))
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _optional_view(head: Head | None) -> HeadView | None:
-    return HeadView(head) if head is not None else None

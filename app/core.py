@@ -75,6 +75,7 @@ class Core:
             name=meta.name, version=meta.version, provider=self.runtime.provider, precision=self.runtime.precision
         )
         self.predictions = Predictions(meta, metrics)
+        self._version_answered = metrics.version_images.labels(str(meta.version))
         self._answered: dict[str, Any] = {}  # the `ok` child of vitrine_images_total per endpoint, looked up once
         self._decode_chunk = partial(
             decode_many, spec=self.spec, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
@@ -271,6 +272,7 @@ class Core:
             if ok is None:
                 ok = self._answered[endpoint] = self.metrics.images.labels(endpoint, "ok")
             ok.inc(answered)
+            self._version_answered.inc(answered)
         self.answered_images += answered
         return rows
 

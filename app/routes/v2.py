@@ -7,22 +7,33 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from app import oip
 from app.core import Core
 from app.errors import BodyTimeout, ImageError, NotReady
+from app.registry import Registry
 from app.routes.deps import core_of, settings_of, unless_disconnected
 from app.settings import Settings
 
 
-def served(core: Core, name: str, version: str | None) -> None:
-    """ModelNotFound (404) unless `name` (and `version`, if given) is the model being served."""
-    meta = core.metadata
-    if name != meta.name:
-        raise oip.ModelNotFound(f"unknown model {name!r}: this server serves {meta.name!r}")
-    if version is not None and version != str(meta.version):
-        raise oip.ModelNotFound(f"model {name!r} has no version {version!r} loaded (loaded: {meta.version})")
+async def version_core(request: Request, name: str, version: str | None) -> Core:
+    """The ready core answering `name` (and `version`: any loaded version; none: the one in service);
+    ModelNotFound (404) for another model or a version not loaded, NotReady (503) while not ready."""
+    core = await core_of(request)  # the one in service, ready
+    registry: Registry = request.app.state.registry
+    if name != registry.name:
+        raise oip.ModelNotFound(f"unknown model {name!r}: this server serves {registry.name!r}")
+    if version is None:
+        return core
+    chosen = registry.cores.get(int(version)) if version.isdigit() else None
+    if chosen is None:
+        loaded = ", ".join(str(v) for v in sorted(registry.cores))
+        raise oip.ModelNotFound(f"model {name!r} has no version {version!r} loaded (loaded: {loaded})")
+    if not chosen.ready:
+        raise NotReady(f"version {version} of {name!r} is not ready", headers={"Retry-After": "1"})
+    return chosen
 
 
 def embedding_width(core: Core) -> int | None:
@@ -45,8 +56,7 @@ async def request_body(request: Request, timeout_s: float) -> bytes:
 async def infer(request: Request, name: str, version: str | None) -> Response:
     """Run a v2 infer request through the native API's core: same batcher, limits and metrics."""
     settings = settings_of(request)
-    core = await core_of(request)
-    served(core, name, version)
+    core = await version_core(request, name, version)
     body = await request_body(request, settings.body_timeout_s)
     names = oip.output_names(core.metadata, embedding_width(core))
     parsed = oip.parse_infer(body, request.headers.get(oip.HEADER), names, max_images=settings.max_images_per_request)
@@ -67,20 +77,77 @@ async def infer(request: Request, name: str, version: str | None) -> Response:
     return Response(content, media_type="application/octet-stream", headers={oip.HEADER: str(header)})
 
 
+class V2Error(BaseModel):
+    """v2's error shape."""
+
+    error: str
+
+
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": V2Error, "description": text}
+    for status, text in (
+        (400, "A request that does not fit the model (tensor name, type, shape, data, outputs)"),
+        (401, "No valid API key (only when VITRINE_API_KEYS is set)"),
+        (404, "No such model, or no such version loaded"),
+        (408, "The request body did not arrive within VITRINE_BODY_TIMEOUT_S"),
+        (409, "A repository request that would leave no version in service"),
+        (413, "Body or image too large"),
+        (422, "An image that cannot be used (the first one is named)"),
+        (500, "Internal error"),
+        (503, "Not ready or overloaded (see Retry-After)"),
+        (504, "Deadline exceeded"),
+    )
+}
+BYTES_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string", "enum": [oip.INPUT]},
+        "datatype": {"type": "string", "enum": ["BYTES"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
+        "data": {"type": "array", "items": {"type": "string", "format": "byte"}},
+        "parameters": {"type": "object"},
+    },
+}
+INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "inputs": {"type": "array", "items": BYTES_TENSOR, "minItems": 1, "maxItems": 1},
+                    "outputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                        },
+                    },
+                },
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
 def routes(settings: Settings) -> APIRouter:
-    """Server metadata, model metadata and readiness, infer; versioned paths name the version in service."""
-    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+    """Model metadata, readiness and infer; a versioned path names a loaded version, else the one in service."""
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], responses=V2_ERRORS)
+    infer_body = {"requestBody": INFER_BODY}
 
     async def metadata(request: Request, name: str, version: str | None) -> dict[str, Any]:
-        core: Core | None = request.app.state.core
-        if core is None:
-            raise NotReady("the model is not loaded yet", headers={"Retry-After": "1"})
-        served(core, name, version)
-        return oip.model_metadata(core.metadata, [core.metadata.version], embedding_width(core))
+        core = await version_core(request, name, version)
+        registry: Registry = request.app.state.registry
+        return oip.model_metadata(core.metadata, sorted(registry.cores), embedding_width(core))
 
     async def ready(request: Request, name: str, version: str | None) -> dict[str, Any]:
-        core = await core_of(request)
-        served(core, name, version)
+        await version_core(request, name, version)
         return {"name": name, "ready": True}
 
     @router.get("/models/{name}", name="v2_model", summary="Model metadata (v2)")
@@ -99,11 +166,21 @@ def routes(settings: Settings) -> APIRouter:
     async def version_ready(request: Request, name: str, version: str) -> dict[str, Any]:
         return await ready(request, name, version)
 
-    @router.post("/models/{name}/infer", name="v2_infer", summary="Infer (v2): a BYTES tensor of encoded images")
+    @router.post(
+        "/models/{name}/infer",
+        name="v2_infer",
+        summary="Infer (v2): a BYTES tensor of encoded images",
+        openapi_extra=infer_body,
+    )
     async def model_infer(request: Request, name: str) -> Response:
         return await infer(request, name, None)
 
-    @router.post("/models/{name}/versions/{version}/infer", name="v2_infer", summary="Infer on a version (v2)")
+    @router.post(
+        "/models/{name}/versions/{version}/infer",
+        name="v2_infer",
+        summary="Infer on a version (v2)",
+        openapi_extra=infer_body,
+    )
     async def version_infer(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from app import __version__
 from app.routes.deps import core_of
+from app.routes.v2 import V2_ERRORS
 from app.settings import Settings
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -15,7 +16,7 @@ EXTENSIONS = ["binary_tensor_data"]
 
 def routes(settings: Settings) -> APIRouter:
     """GET /v2, /v2/health/live and /v2/health/ready (503 with v2's error shape while not ready)."""
-    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+    router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], responses={503: V2_ERRORS[503]})
 
     @router.get("", name="v2_server", summary="Server metadata (v2)")
     async def server() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from app.routes.deps import core_of
 from app.routes.v2 import V2_ERRORS
 from app.settings import Settings
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def routes(settings: Settings) -> APIRouter:

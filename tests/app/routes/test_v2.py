@@ -33,7 +33,7 @@ def infer_body(images: list[bytes], outputs: list[str] | None = None) -> dict[st
 
 
 def test_server_metadata_and_health(client: TestClient) -> None:
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "model_repository"]
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}

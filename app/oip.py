@@ -58,6 +58,13 @@ class InferRequest:
     outputs: list[Requested]
 
 
+def version_number(value: object) -> int | None:
+    """A version as a path or a parameter gives it ("2" or 2), or None; `int()` alone would take "²" or " 2"."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def output_names(metadata: ModelMetadata, embedding_width: int | None) -> list[str]:
     """The model's v2 outputs: one per head (by API key), then the embedding if it has one."""
     names = [h.key for h in metadata.heads]

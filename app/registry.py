@@ -99,8 +99,8 @@ class Registry:
             if serve != self.serving:
                 previous, self.serving = self.serving, serve
                 self._publish(self.cores[serve])
-                self._publish_info(self.cores[serve])
                 log.info("model %s: version %d in service (was %d)", self.name, serve, previous)
+            self._publish_info(self.cores[serve])  # a core built here set the info to its own version
             if exclusive:
                 for version in [v for v in self.cores if v not in wanted]:
                     self._retire(version)

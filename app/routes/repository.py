@@ -42,11 +42,9 @@ def load_plan(parameters: dict[str, Any], on_disk: list[int], serving: int) -> t
     one beside the others and serves it; Triton's `config` version_policy (specific, latest, all) makes
     exactly those loaded and serves the highest; neither is Triton's default, the latest version alone."""
     if "version" in parameters:
-        version = parameters["version"]
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise oip.InferError(f"parameters.version must be a version number, not {version!r}")
+        version = oip.version_number(parameters["version"])
+        if version is None:
+            raise oip.InferError(f"parameters.version must be a version number, not {parameters['version']!r}")
         return [version], version, False
     policy: Any = {"latest": {"num_versions": 1}}
     if "config" in parameters:
@@ -104,10 +102,8 @@ def routes(settings: Settings) -> APIRouter:
         registry = registry_of(request)
         named(registry, name)
         parameters = await parameters_of(request, settings.body_timeout_s)
-        version = parameters.get("version")
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
-        if not isinstance(version, int) or isinstance(version, bool):
+        version = oip.version_number(parameters.get("version"))
+        if version is None:
             raise oip.InferError(
                 'name the version to unload: {"parameters": {"version": N}}; the version in service stays '
                 "until another is loaded in its place"

@@ -27,7 +27,8 @@ async def version_core(request: Request, name: str, version: str | None) -> Core
         raise oip.ModelNotFound(f"unknown model {name!r}: this server serves {registry.name!r}")
     if version is None:
         return core
-    chosen = registry.cores.get(int(version)) if version.isdigit() else None
+    number = oip.version_number(version)
+    chosen = registry.cores.get(number) if number is not None else None
     if chosen is None:
         loaded = ", ".join(str(v) for v in sorted(registry.cores))
         raise oip.ModelNotFound(f"model {name!r} has no version {version!r} loaded (loaded: {loaded})")

@@ -52,7 +52,8 @@ def test_model_metadata_gives_the_labels_in_the_order_of_models(client: TestClie
 
 
 def test_unknown_models_and_versions_get_404_in_the_v2_error_shape(client: TestClient) -> None:
-    for path in ("/v2/models/other", "/v2/models/tiny/versions/2", "/v2/models/tiny/versions/2/ready"):
+    # "³" passes str.isdigit() but not int(): it must be an unknown version, not a 500.
+    for path in ("/v2/models/other", "/v2/models/tiny/versions/2", "/v2/models/tiny/versions/³/ready"):
         answer = client.get(path)
         assert answer.status_code == 404
         assert isinstance(answer.json()["error"], str), answer.json()

@@ -87,6 +87,7 @@ def test_load_plans_follow_triton_version_policies() -> None:
     assert load_plan({"config": json.dumps({"version_policy": {"all": {}}})}, on_disk, 1) == ([1, 2, 3], 3, True)
     latest = {"version_policy": {"latest": {"num_versions": 2}}}
     assert load_plan({"config": json.dumps(latest)}, on_disk, 1) == ([2, 3], 3, True)
-    for bad in ({"version": True}, {"version": "²"}, {"config": "{"}, {"config": json.dumps({"version_policy": {"newest": {}}})}):
+    newest = json.dumps({"version_policy": {"newest": {}}})
+    for bad in ({"version": True}, {"version": "²"}, {"config": "{"}, {"config": newest}):
         with pytest.raises(oip.InferError):
             load_plan(bad, on_disk, 1)

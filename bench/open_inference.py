@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from app.repository import resolve
 from app.settings import Settings
-from export.importer import InputSpec
+from export.adapter import InputSpec
 
 log = logging.getLogger(__name__)
 CATALOGUE = Path(__file__).resolve().parent.parent / "tests" / "data" / "catalogue"

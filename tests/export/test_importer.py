@@ -19,8 +19,9 @@ from app.preprocess import decode
 from app.repository import resolve
 from app.schema import ModelMetadata
 from app.settings import Settings
+from export.adapter import HeadSpec, ImportProblem
 from export.cli import main
-from export.importer import HeadSpec, ImportProblem, import_model
+from export.importer import import_model
 from tests.conftest import CATALOGUE
 
 LABELS = ["red", "green", "blue", "grey"]

@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test lint audit bench soak export-default fashion-mnist clean
+.PHONY: serve test docs lint audit bench soak export-default fashion-mnist clean
 
 include deploy/Makefile.include
 
@@ -19,14 +19,19 @@ $(VENV)/.serve: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(PY)
-	$(PIP) install -e ".[dev,export]"
+	$(PIP) install -e ".[dev,export,docs]"
 	touch $@ $(VENV)/.serve
 
 serve: $(VENV)/.serve
 	$(VENV)/bin/vitrine serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test fashion-mnist
+test: docs fashion-mnist
 	$(PY) -m pytest
+
+# The documentation site (mkdocs.yml), strict: any warning fails the build. Settings table from app/settings.py.
+# No --quiet: it hides the warnings that strict mode counts, and the build then passes.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Fashion-MNIST from Debian (docs/own-model.md and its test); the package puts it in /usr/share/datasets.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
@@ -62,14 +67,15 @@ $(VENV)/.bench: pyproject.toml | $(PY)
 	$(PIP) install -e ".[bench]"
 	touch $@
 
-# Load benchmark against the in-process ceiling and peer servers (about 6 minutes on 2 cores; README, Performance).
+# Load benchmark against the in-process ceiling and peer servers (about 6 minutes on 2 cores; docs/performance.md).
+# Writes out/bench/bench.{txt,json,png} (git-ignored).
 bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml $(MLSERVER)/bin/mlserver
 	@command -v wrk >/dev/null && command -v hey >/dev/null || { echo "apt-get install -y hey wrk"; exit 1; }
 	$(VENV)/bin/vitrine bench
 
-# 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI).
+# 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI); writes out/soak.json.
 soak: $(VENV)/.test
-	$(PY) tools/soak.py --minutes 10 --out tools/results/soak.json
+	$(PY) tools/soak.py --minutes 10
 
 # Rebuild the default model (version 4) from the catalogue export, about four and a half hours on 2 CPU
 # cores. Member 1 is version 3: two EfficientNet-Lite0 stages (1+8 epochs from ImageNet weights, then 9 more
@@ -92,4 +98,4 @@ export-default: $(VENV)/.test
 	    --members models/product-classifier/3 runs/members/product-classifier/4 --version 4 --overwrite
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site out

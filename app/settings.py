@@ -12,12 +12,12 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
-# Default largest batches. Two one-thread workers at 16 ran as fast as at 32 and held 270 MB instead of 410
-# under load (bench/PROFILE.md, ninth session); one batch at a time takes 32.
+# Default largest batches: one-thread workers ran as fast at 16 as at 32 and held less memory under load; one
+# batch at a time takes 32 (docs/performance.md).
 WORKER_BATCH = 16
 PIPELINED_BATCH = 32
-# On CUDA with this many usable CPUs or more, decode in processes by default (the CPUs less two): on an H200's 16
-# cores 14 processes served profile A at 3,137 img/s against 2,022 on decode threads (bench/results/gpu/v4).
+# On CUDA with this many usable CPUs or more, decode in processes by default (the CPUs less two): on many cores,
+# decoding threads are bound by Python's GIL and processes serve more images (docs/performance.md).
 AUTO_DECODE_PROCESSES_MIN_CPUS = 8
 
 
@@ -84,16 +84,6 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="onnxruntime threads; default the usable CPUs."
-    )
-    intra_op_spinning: bool = Field(
-        False,
-        description="Let onnxruntime threads spin-wait between runs (measured: no throughput gain here, "
-        "0.1-0.3 cores burnt).",
-    )
-    memory_pattern: bool = Field(
-        False,
-        description="onnxruntime's memory pattern: a block planned and kept per batch shape (measured: the same "
-        "throughput, 40-110 MB more resident memory).",
     )
     model_workers: int | None = Field(
         None,

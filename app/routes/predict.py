@@ -32,7 +32,7 @@ def routes(settings: Settings) -> APIRouter:
         core.predictions.check_classify()  # before reading a body that could not be answered
         rows = await unless_disconnected(request, core.infer(await images_of(request), "classify"))
         results = core.predictions.classify(rows, top_k or settings_of(request).default_top_k)
-        return FastJSON({"model": core.model_ref, "results": results})
+        return FastJSON(ClassifyResponse.model_construct(model=core.model_ref, results=results))
 
     @router.post(
         "/attributes",
@@ -47,6 +47,6 @@ def routes(settings: Settings) -> APIRouter:
         core = await core_of(request)
         rows = await unless_disconnected(request, core.infer(await images_of(request), "attributes"))
         results = core.predictions.attributes(rows, top_k or settings_of(request).default_top_k)
-        return FastJSON({"model": core.model_ref, "results": results})
+        return FastJSON(AttributesResponse.model_construct(model=core.model_ref, results=results))
 
     return router

@@ -64,6 +64,12 @@ def lifespan(
         # More versions can be loaded and put in service later (the v2 repository routes): the routes take
         # the core in service from app.state.core, which the registry moves.
         registry = Registry(settings, metrics, core, publish=lambda serving: setattr(app.state, "core", serving))
+        serving = core.metadata.version
+        try:  # a version that cannot load stops the process here, as the one in service would
+            await registry.load([serving, *settings.extra_versions()], serve=serving)
+        except BaseException:
+            await registry.stop()
+            raise
         app.state.registry = registry
         try:
             yield

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app import oip
 from app.main import create_app
+from app.registry import UnknownVersion
 from app.routes.repository import load_plan
 from app.schema import Head, ModelMetadata
 from app.settings import Settings
@@ -76,6 +77,20 @@ def test_repository_requests_for_another_model_or_without_a_version_are_refused(
         ("1", "READY", True),
         ("2", "UNAVAILABLE", False),
     ]
+
+
+def test_extra_versions_load_at_start_beside_the_one_in_service(
+    two_versions: TestClient, tiny_settings: Settings, photos: list[bytes]
+) -> None:
+    root = two_versions.app.state.settings.model_repository  # type: ignore[attr-defined]
+    settings = tiny_settings.model_copy(update={"model_repository": root, "model_version": 1})
+    with TestClient(create_app(settings.model_copy(update={"extra_model_versions": "2"}))) as client:
+        models = client.get("/models").json()["models"]
+        assert [(m["version"], m["in_service"]) for m in models] == [(1, True), (2, False)]
+        assert infer(client, "/v2/models/tiny/versions/2/infer", photos[0])["model_version"] == "2"
+    unknown = create_app(settings.model_copy(update={"extra_model_versions": "9"}))
+    with pytest.raises(UnknownVersion, match="no version 9"), TestClient(unknown):
+        pass
 
 
 def test_load_plans_follow_triton_version_policies() -> None:

@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test docs lint audit bench soak model clean
+.PHONY: serve test docs lint audit bench soak model fashion-mnist clean
 
 include deploy/Makefile.include
 
@@ -25,13 +25,20 @@ $(VENV)/.test: pyproject.toml | $(PY)
 serve: $(VENV)/.serve
 	$(VENV)/bin/vitrine serve --host $(HOST) --port $(PORT)
 
-test: docs
+test: docs fashion-mnist
 	$(PY) -m pytest
 
 # The documentation site (mkdocs.yml), strict: any warning fails the build. Settings table from app/settings.py.
 # No --quiet: it hides the warnings that strict mode counts, and the build then passes.
 docs: $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Fashion-MNIST from Debian (docs/own-model.md and its test); the package puts it in /usr/share/datasets.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist: $(FASHION_MNIST)
+$(FASHION_MNIST):
+	apt-get install -y -q --no-install-recommends dataset-fashion-mnist || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check app export tests bench

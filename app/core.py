@@ -64,6 +64,7 @@ class Core:
             name=meta.name, version=meta.version, provider=runtime.provider, precision=runtime.precision
         )
         self.predictions = Predictions(meta, metrics)
+        self._version_answered = metrics.version_images.labels(str(meta.version))
         self.decoder = choose_decoder(layout, meta.preprocessing, settings, metrics)
         self.batcher: Batcher[Any] = Batcher(
             Inference(runtime, self.decoder, metrics),
@@ -160,6 +161,7 @@ class Core:
             if ok is None:
                 ok = self._ok[endpoint] = self.metrics.images.labels(endpoint, "ok")
             ok.inc(answered)
+            self._version_answered.inc(answered)
         self.answered_images += answered
 
     async def _infer(self, blobs: list[Blob]) -> list[Row | ImageError]:

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     model_repository: Path = Field(DEFAULT_REPOSITORY, description="Folder of models: <name>/<version>/model.json.")
     model_name: str = Field("product-classifier", min_length=1, description="Model to serve.")
     model_version: int | None = Field(None, ge=1, description="Version to serve; default the highest one present.")
+    extra_model_versions: str = Field(
+        "",
+        pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
+        max_length=200,
+        description="Other versions of the model loaded at start beside the one in service, comma-separated (e.g. "
+        "`3,4`): v2 paths can name them, and the v2 repository extension puts one in service at once "
+        "(docs/open-inference.md). Each holds its own session and threads.",
+    )
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "auto", description="Model file to load: auto picks int8 on CPU and fp16 on CUDA (fp32 if absent)."
     )
@@ -217,6 +225,10 @@ class Settings(BaseSettings):
             intra_op_threads=max(1, self.intra_op_threads // workers),
             decode_processes=processes,
         )
+
+    def extra_versions(self) -> list[int]:
+        """`extra_model_versions` as numbers."""
+        return sorted({int(v) for v in self.extra_model_versions.split(",") if v.strip()})
 
     def key_list(self) -> list[bytes]:
         """The configured API keys as bytes (empty when authentication is off)."""

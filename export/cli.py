@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from app.schema import ModelMetadata
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, apply_options
 from export.ensemble import build_ensemble, check_not_a_member
+from export.importer import add_import_parser, run_import
 from export.packaging import package
 from export.pipeline import (
     FILES,
@@ -132,6 +133,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")
     evaluation.add_argument("--subset", choices=["test", "val"], default="test", help="the split to evaluate on")
     evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>-<subset>)")
+    add_import_parser(steps)
     return parser.parse_args(argv)
 
 
@@ -218,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _args(argv)
     try:
-        _run(args, argv)
+        if args.step == "import":
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            run_import(args)
+        else:
+            _run(args, argv)
     except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 1

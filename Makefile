@@ -7,7 +7,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 DATA   ?= ../shared/data/products
 
-.PHONY: serve test lint audit bench soak export-default clean
+.PHONY: serve test docs lint audit bench soak model fashion-mnist clean
 
 include deploy/Makefile.include
 
@@ -19,14 +19,26 @@ $(VENV)/.serve: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(PY)
-	$(PIP) install -e ".[dev,export]"
+	$(PIP) install -e ".[dev,export,docs]"
 	touch $@ $(VENV)/.serve
 
 serve: $(VENV)/.serve
 	$(VENV)/bin/vitrine serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test
+test: docs fashion-mnist
 	$(PY) -m pytest
+
+# The documentation site (mkdocs.yml), strict: any warning fails the build. Settings table from app/settings.py.
+# No --quiet: it hides the warnings that strict mode counts, and the build then passes.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Fashion-MNIST from Debian (docs/own-model.md and its test); the package puts it in /usr/share/datasets.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+fashion-mnist: $(FASHION_MNIST)
+$(FASHION_MNIST):
+	apt-get install -y -q --no-install-recommends dataset-fashion-mnist || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check app export tests bench
@@ -55,34 +67,20 @@ $(VENV)/.bench: pyproject.toml | $(PY)
 	$(PIP) install -e ".[bench]"
 	touch $@
 
-# Load benchmark against the in-process ceiling and peer servers (about 6 minutes on 2 cores; README, Performance).
+# Load benchmark against the in-process ceiling and peer servers (about 6 minutes on 2 cores; docs/performance.md).
+# Writes out/bench/bench.{txt,json,png} (git-ignored).
 bench: $(VENV)/.serve $(VENV)/.bench $(BENTO)/bin/bentoml $(MLSERVER)/bin/mlserver
 	@command -v wrk >/dev/null && command -v hey >/dev/null || { echo "apt-get install -y hey wrk"; exit 1; }
 	$(VENV)/bin/vitrine bench
 
-# 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI).
+# 10-minute soak at 80% of capacity: resident memory growth and errors (not part of CI); writes out/soak.json.
 soak: $(VENV)/.test
-	$(PY) tools/soak.py --minutes 10 --out tools/results/soak.json
+	$(PY) tools/soak.py --minutes 10
 
-# Rebuild the default model (version 4) from the catalogue export, about four and a half hours on 2 CPU
-# cores. Member 1 is version 3: two EfficientNet-Lite0 stages (1+8 epochs from ImageNet weights, then 9 more
-# from that run's best checkpoint), the memory vote fitted, evaluated, exported, quantised. Member 2: two
-# EfficientNet-Lite1 stages (1+8, then 7 more), packaged outside models/ (only the default's versions are
-# committed). Then the two are merged into version 4, which averages them
-# (models/product-classifier/4/README.md and its member-1.md, member-2.md).
-export-default: $(VENV)/.test
-	$(VENV)/bin/vitrine export train --data $(DATA) --backbone-lr 0.0005
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/product-classifier-r2 \
-	    --init-from runs/product-classifier/checkpoints/best.pt --warmup-epochs 0 --epochs 9 --head-lr 0.001 --backbone-lr 0.0003
-	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/product-classifier-r2 --out models/product-classifier \
-	    --version 3 --overwrite
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1 --backbone efficientnet-lite1 --backbone-lr 0.0005
-	$(VENV)/bin/vitrine export train --data $(DATA) --work runs/lite1-r2 --backbone efficientnet-lite1 \
-	    --init-from runs/lite1/checkpoints/best.pt --warmup-epochs 0 --epochs 7 --head-lr 0.001 --backbone-lr 0.0003
-	$(VENV)/bin/vitrine export package --data $(DATA) --work runs/lite1-r2 --out runs/members/product-classifier \
-	    --version 4 --backbone efficientnet-lite1 --overwrite
-	$(VENV)/bin/vitrine export ensemble --data $(DATA) --work runs/lite1-r2 --out models/product-classifier \
-	    --members models/product-classifier/3 runs/members/product-classifier/4 --version 4 --overwrite
+# Rebuild the default model (version 4) from the catalogue export: the stages of its config file, in order
+# (docs/model-pipeline-recipe.md). A stage finished by an earlier run is skipped, so a stopped build resumes.
+model: $(VENV)/.test
+	$(VENV)/bin/vitrine export build export/configs/product-classifier.toml --data $(DATA)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site out

@@ -49,7 +49,9 @@ class ApiKeys:
         if key_is_valid(presented_keys(scope["headers"]), self.keys):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps({"error": {"code": "unauthorized", "message": "a valid API key is required"}})
+        message = "a valid API key is required"
+        v2 = scope["path"] == "/v2" or scope["path"].startswith("/v2/")  # the Open Inference Protocol's shape
+        body = orjson.dumps({"error": message} if v2 else {"error": {"code": "unauthorized", "message": message}})
         await send(
             {
                 "type": "http.response.start",

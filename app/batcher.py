@@ -1,4 +1,4 @@
-"""Dynamic batching: images from concurrent requests are pooled into model runs on `workers` threads."""
+"""Dynamic batching: images from concurrent requests are pooled into runs on `workers` model threads."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -20,51 +20,47 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray], dict[str, np.ndarray]]
-# Turns a batch's queued payloads (e.g. image bytes) into pixels, or an exception per item that fails.
-Prepare = Callable[[list[Any]], Sequence[np.ndarray | Exception]]
-Row = dict[str, np.ndarray]
-T = TypeVar("T")
+Row = dict[str, np.ndarray]  # one image's model outputs, by output name
+T = TypeVar("T")  # what the queue holds: one kind of item per batcher, the decoder's
+R = TypeVar("R")  # what `on_each_worker` gives back
+# Runs one batch of items on a model thread: a row per item in order, or that item's exception.
+RunBatch = Callable[[list[T]], Sequence[Row | Exception]]
 
 
 @dataclass
-class _Item:
-    payload: Any  # the pixels, or what `prepare` turns into them
+class _Item(Generic[T]):
+    payload: T
     future: asyncio.Future[Row]
     enqueued: float = field(default_factory=time.monotonic)
 
 
-class Batcher:
+class Batcher(Generic[T]):
     """Queue of single images; batches formed by size or by the oldest image's delay budget.
 
     A batch runs when it holds `max_batch_size` images or when its oldest image has waited
     `max_delay_s`, on one of `workers` model threads so the event loop keeps serving; up to
     `workers` batches are in flight. While several workers are idle, the queue is shared out
     among them, so a lone request still uses every worker. Items whose request has gone away
-    (cancelled future) are dropped before they reach the model.
-
-    With `prepare`, the queue holds payloads that the model thread turns into pixels just before
-    running them (decoding on the model threads); an item it fails gets that exception, the rest run.
+    (cancelled future) are dropped before they reach the model. `run_batch` gives each item its row,
+    or its own exception (an image that cannot be decoded) while the rest of the batch is answered.
     """
 
     def __init__(
         self,
-        run_batch: RunBatch,
+        run_batch: RunBatch[T],
         *,
         max_batch_size: int,
         max_delay_s: float,
         max_queue_size: int,
         metrics: Metrics,
         workers: int = 1,
-        prepare: Prepare | None = None,
     ) -> None:
         self._run_batch = run_batch
-        self._prepare = prepare
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue_size = max_queue_size
         self._metrics = metrics
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item[T]] = deque()
         self._wakeup = asyncio.Event()
         self._workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitrine-model")
@@ -90,31 +86,30 @@ class Batcher:
         """Start the worker task on the running loop."""
         self._task = asyncio.get_running_loop().create_task(self._work(), name="vitrine-batcher")
 
-    async def on_each_worker(self, fn: Callable[[], T]) -> list[T]:
+    async def on_each_worker(self, fn: Callable[[], R]) -> list[R]:
         """Run `fn` once on every model thread (e.g. to warm up per-thread GPU state) and return the results.
 
         Each call waits at a barrier until all have started, so the pool has to give each one its own thread.
         """
         barrier = threading.Barrier(self._workers)
 
-        def call() -> T:
+        def call() -> R:
             barrier.wait()
             return fn()
 
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(self._executor, call) for _ in range(self._workers))))
 
-    def submit(self, images: list[Any]) -> list[asyncio.Future[Row]]:
-        """Enqueue images (pixels, or payloads for `prepare`; all or none) and return one future per image;
-        Overloaded when the queue is full."""
+    def submit(self, images: list[T]) -> list[asyncio.Future[Row]]:
+        """Enqueue images (all or none) and return one future per image; Overloaded when the queue is full."""
         if not self.running:
             raise NotReady("the service is not accepting work")
         self._check_room(len(images))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         futures = []
-        for pixels in images:
-            item = _Item(pixels, loop.create_future(), now)
+        for image in images:
+            item = _Item(image, loop.create_future(), now)
             self._queue.append(item)
             futures.append(item.future)
         self._report_depth()
@@ -143,12 +138,12 @@ class Batcher:
         """`vitrine_queue_depth`: the images `max_queue_size` counts, queued for a batch or held for decoding."""
         self._metrics.queue_depth.set(len(self._queue) + self._held)
 
-    async def probe(self, pixels: np.ndarray, timeout_s: float) -> bool:
-        """Run one batch on a model thread, outside the queue: does the model answer again? A success counts
-        as a run that did not fail."""
+    async def probe(self, run: Callable[[], object], timeout_s: float) -> bool:
+        """Call `run` (a model run) on a model thread, outside the queue: does the model answer again? A success
+        counts as a run that did not fail."""
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(loop.run_in_executor(self._executor, self._run_batch, pixels), timeout_s)
+            await asyncio.wait_for(loop.run_in_executor(self._executor, run), timeout_s)
         except Exception:
             log.warning("readiness probe: the model run still fails", exc_info=True)
             return False
@@ -177,8 +172,8 @@ class Batcher:
             await asyncio.gather(*self._in_flight)
         self._executor.shutdown(wait=True)
 
-    def _take_batch(self, size: int) -> list[_Item]:
-        batch: list[_Item] = []
+    def _take_batch(self, size: int) -> list[_Item[T]]:
+        batch: list[_Item[T]] = []
         while self._queue and len(batch) < size:
             item = self._queue.popleft()
             if not item.future.done():  # cancelled: its client went away
@@ -224,36 +219,18 @@ class Batcher:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
-    def _execute(self, payloads: list[Any]) -> tuple[dict[str, np.ndarray], dict[int, Exception]]:
-        """On a model thread: prepare the payloads (if so configured) and run the good ones as one batch.
-        Returns the outputs (rows in the order of the good items) and the failed items by index."""
-        failed: dict[int, Exception] = {}
-        if self._prepare is None:
-            pixels = payloads
-        else:
-            prepared = self._prepare(payloads)
-            failed = {k: p for k, p in enumerate(prepared) if isinstance(p, Exception)}
-            pixels = [p for p in prepared if not isinstance(p, Exception)]
-        if not pixels:
-            return {}, failed
-        self._metrics.batch_size.observe(len(pixels))
-        started = time.monotonic()
-        outputs = self._run_batch(np.stack(pixels))
-        self._metrics.inference_duration.observe(time.monotonic() - started)
-        if any(len(v) != len(pixels) for v in outputs.values()):
-            raise RuntimeError("model returned a different number of rows than it was given")
-        return outputs, failed
-
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item[T]]) -> None:
         """Run one batch on a model thread and settle its items' futures."""
         started = time.monotonic()
         try:
             for item in batch:
                 self._metrics.queue_wait.observe(started - item.enqueued)
             try:
-                outputs, failed = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._execute, [i.payload for i in batch]
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run_batch, [i.payload for i in batch]
                 )
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
             except Exception:  # one failed batch fails its items only; the workers keep serving
                 self.failed_runs_in_a_row += 1
                 log.exception("model run failed for a batch of %d images", len(batch))
@@ -262,15 +239,13 @@ class Batcher:
                         item.future.set_exception(InferenceFailed("the model failed on this batch"))
                 return
             self.failed_runs_in_a_row = 0
-            row = 0
-            for k, item in enumerate(batch):
-                if k in failed:
-                    if not item.future.done():
-                        item.future.set_exception(failed[k])
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():
                     continue
-                if not item.future.done():
-                    item.future.set_result({name: value[row] for name, value in outputs.items()})
-                row += 1
+                if isinstance(result, Exception):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
         finally:
             self._idle += 1
             self._worker_free.set()

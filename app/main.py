@@ -13,6 +13,7 @@ from app.access import ApiKeys
 from app.core import Core
 from app.handlers import add_error_handlers
 from app.metrics import Metrics
+from app.registry import Registry
 from app.request_metrics import EndpointLabels, RequestMetrics
 from app.routes import Built, build
 from app.routes.deps import FastJSON
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.core = None
+    app.state.registry = None
     routes = build(settings)
     for router in routes.routers:
         app.include_router(router)
@@ -59,12 +61,21 @@ def lifespan(
     async def running(app: FastAPI) -> AsyncIterator[None]:
         core = Core(settings, metrics, runtime)  # ModelLoadError here stops the process
         await core.start()
-        app.state.core = core
+        # More versions can be loaded and put in service later (the v2 repository routes): the routes take
+        # the core in service from app.state.core, which the registry moves.
+        registry = Registry(settings, metrics, core, publish=lambda serving: setattr(app.state, "core", serving))
+        serving = core.metadata.version
+        try:  # a version that cannot load stops the process here, as the one in service would
+            await registry.load([serving, *settings.extra_versions()], serve=serving)
+        except BaseException:
+            await registry.stop()
+            raise
+        app.state.registry = registry
         try:
             yield
         finally:
             log.info("shutting down: finishing queued work")
-            await core.stop()
+            await registry.stop()
 
     return running
 

@@ -98,6 +98,12 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.version_images = Counter(
+            "vitrine_version_images",
+            "Images answered by each model version: the one in service, or one named in a v2 path.",
+            ["version"],
+            registry=r,
+        )
         self.batch_size = Histogram("vitrine_batch_size", "Images per model run.", buckets=BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram(
             "vitrine_queue_wait_seconds",

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+Label = Annotated[str, Field(examples=["Tshirts"])]
+Score = Annotated[float, Field(ge=0, le=1, examples=[0.93])]
 
 
-class Scored(BaseModel):
-    label: str = Field(examples=["Tshirts"])
-    score: float = Field(ge=0, le=1, examples=[0.93])
+class Scored(TypedDict):
+    # A TypedDict, not a model: answers hold many of them (top-k lists), and a dict costs a fraction of a model.
+    label: Label
+    score: Score
 
 
-class Category(Scored):
+class Category(BaseModel):
     """The finest category level the model has (the article type for the default model), with the coarser ones."""
 
+    label: Label
+    score: Score
     master: Scored | None = Field(None, description="Absent when the model has no master-category head.")
     sub: Scored | None = Field(None, description="Absent when the model has no sub-category head.")
 
 
-class Attribute(Scored):
+class Attribute(BaseModel):
+    label: Label
+    score: Score
     top_k: list[Scored]
 
 

@@ -51,15 +51,14 @@ def choose_precision(version: ModelVersion, setting: str, provider_setting: str)
     return next((p for p in preferred if p in version.metadata.files), "fp32")
 
 
-def session_options(threads: int, *, spinning: bool, memory_pattern: bool = False) -> ort.SessionOptions:
+def session_options(threads: int, *, spinning: bool) -> ort.SessionOptions:
     """The service's onnxruntime session options (also used by the benchmark's ceiling, to match them).
 
-    `memory_pattern`: onnxruntime plans one block per input shape it has seen and keeps it; with the several
-    batch shapes the service runs, that held 40 MB more for version 3 and 110 MB more for a two-backbone
-    ensemble, at the same throughput (`bench/PROFILE.md`).
+    The memory pattern is off: onnxruntime would plan one block per batch shape it has seen and keep it, more
+    resident memory for the several shapes the service runs at the same throughput (docs/performance.md).
     """
     options = ort.SessionOptions()
-    options.enable_mem_pattern = memory_pattern
+    options.enable_mem_pattern = False
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -89,14 +88,13 @@ class Runtime:
         intra_op_threads: int,
         cpu_intra_op_threads: int | None = None,
         spinning: bool = True,
-        memory_pattern: bool = False,
     ) -> None:
         """`cpu_intra_op_threads`: the threads to use instead if CUDA is asked for (`auto` with the CUDA
         provider compiled in) but the session falls back to the CPU; default `intra_op_threads`."""
         self.metadata: ModelMetadata = version.metadata
         self.precision = choose_precision(version, precision, providers)
         self.intra_op_threads = intra_op_threads
-        options = session_options(intra_op_threads, spinning=spinning, memory_pattern=memory_pattern)
+        options = session_options(intra_op_threads, spinning=spinning)
         self.session, self.provider = self._open(version, providers, options)
         if wants_cuda(providers) and self.provider != "cuda":
             # CUDA is compiled in but not usable (no GPU or libraries): the file and the threads the CPU takes.
@@ -105,7 +103,7 @@ class Runtime:
             cpu_threads = cpu_intra_op_threads or intra_op_threads
             if (self.precision, self.intra_op_threads) != (cpu_choice, cpu_threads):
                 self.precision, self.intra_op_threads = cpu_choice, cpu_threads
-                options = session_options(cpu_threads, spinning=spinning, memory_pattern=memory_pattern)
+                options = session_options(cpu_threads, spinning=spinning)
                 self.session, self.provider = self._open(version, "cpu", options)
         self._check_signature()
         self._padded_sizes: list[int] = []
@@ -175,8 +173,9 @@ class Runtime:
 
     def batch_shapes(self, max_batch_size: int) -> list[int]:
         """Batch sizes the session will see. On CPU any size runs as it is. On CUDA every new shape costs
-        seconds of cuDNN set-up, while a batch of up to 32 runs as fast as a batch of 1 (bench/results/gpu):
-        batches are padded to 32 (or max_batch_size if smaller), larger ones to max_batch_size."""
+        seconds of cuDNN set-up, while a batch of up to GPU_MIN_BATCH runs as fast as a batch of 1
+        (docs/performance.md): batches are padded to GPU_MIN_BATCH (or max_batch_size if smaller), larger ones to
+        max_batch_size."""
         if self.provider != "cuda":
             return sorted({1, max_batch_size})
         return sorted({min(max_batch_size, GPU_MIN_BATCH), max_batch_size})
@@ -206,11 +205,10 @@ class Runtime:
     def warm_up(self, max_batch_size: int) -> list[int]:
         """Run every batch shape so no request pays allocation or kernel-selection cost; return them.
 
-        On CUDA that set-up held only for the calling thread in our H200 measurements (bench/results/gpu),
-        so warm up on the thread(s) that will run the model (`Batcher.on_each_worker`). There each shape
-        also runs twice, the second time on varied pixels: with one warm-up run per shape, the next run of
-        that shape (the first request's) still took 6 s for version 4 on an H200, and the one after 0.01 s
-        (bench/results/gpu/v4/README.md)."""
+        On CUDA that set-up holds only for the calling thread, so warm up on the thread(s) that will run the
+        model (`Batcher.on_each_worker`). There each shape also runs twice, the second time on varied pixels:
+        with one warm-up run per shape, the next run of that shape (the first request's) was still slow
+        (docs/performance.md)."""
         shapes = self.batch_shapes(max_batch_size)
         cuda = self.provider == "cuda"
         self._padded_sizes = shapes if cuda else []

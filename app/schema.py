@@ -62,6 +62,31 @@ class MemoryVote(BaseModel):
     )
 
 
+class Imported(BaseModel):
+    """Where an imported model came from (`vitrine export import`) and the input its original graph takes.
+
+    The packaged file takes the service's uint8 NHWC RGB pixels; a prefix added to the graph turns them into
+    this input, so the service runs an imported model exactly like its own."""
+
+    source: str = Field(description="File name of the original ONNX model.")
+    sha256: str = Field(description="SHA-256 of the original file.")
+    input_name: str = Field(description="Name of the original graph's input.")
+    layout: Literal["NHWC", "NCHW"] = Field(description="Layout of the original input.")
+    dtype: Literal["float32", "float16", "uint8"] = Field(description="Element type of the original input.")
+    channels: Literal["RGB", "BGR", "gray"] = Field(
+        description="Channels of the original input; gray is the ITU-R 601 luma of the RGB pixels (as Pillow's)."
+    )
+    mean: list[float] = Field(description="Per input channel, subtracted from 0-255 pixel values in the prefix.")
+    std: list[float] = Field(description="Per input channel, divided by after the mean in the prefix.")
+    scores: Literal["logits", "probabilities"] = Field(
+        description="What the original outputs give; probabilities pass through a log, so the service's "
+        "softmax gives them back unchanged."
+    )
+    parity: dict[str, float] = Field(
+        default_factory=dict, description="The import's parity run: images, largest probability difference, top-1."
+    )
+
+
 class ExplainOutputs(BaseModel):
     """Where a head's class activation maps are in the graph, and where their cells lie on the input."""
 
@@ -94,6 +119,7 @@ class ModelMetadata(BaseModel):
     members: list[str] | None = Field(
         None, description="For an ensemble: the versions whose softmax each head averages (`vitrine export ensemble`)."
     )
+    imported: Imported | None = Field(None, description="For an imported model: its original input and parity.")
     explain: ExplainOutputs | None = Field(
         None, description="The class activation map outputs that explain heads (`vitrine export explainable`)."
     )
@@ -109,7 +135,7 @@ class ModelMetadata(BaseModel):
         if len(set(levels)) != len(levels):
             raise ValueError("each category level may appear once")
         if self.explain and (unknown := sorted(set(self.explain.outputs) - set(names))):
-            raise ValueError(f"explain_outputs names heads the model does not have: {unknown}")
+            raise ValueError(f"explain.outputs names heads the model does not have: {unknown}")
         return self
 
     def head_by_level(self, level: str) -> Head | None:

@@ -12,12 +12,12 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
-# Default largest batches. Two one-thread workers at 16 ran as fast as at 32 and held 270 MB instead of 410
-# under load (bench/PROFILE.md, ninth session); one batch at a time takes 32.
+# Default largest batches: one-thread workers ran as fast at 16 as at 32 and held less memory under load; one
+# batch at a time takes 32 (docs/performance.md).
 WORKER_BATCH = 16
 PIPELINED_BATCH = 32
-# On CUDA with this many usable CPUs or more, decode in processes by default (the CPUs less two): on an H200's 16
-# cores 14 processes served profile A at 3,137 img/s against 2,022 on decode threads (bench/results/gpu/v4).
+# On CUDA with this many usable CPUs or more, decode in processes by default (the CPUs less two): on many cores,
+# decoding threads are bound by Python's GIL and processes serve more images (docs/performance.md).
 AUTO_DECODE_PROCESSES_MIN_CPUS = 8
 
 
@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     model_repository: Path = Field(DEFAULT_REPOSITORY, description="Folder of models: <name>/<version>/model.json.")
     model_name: str = Field("product-classifier", min_length=1, description="Model to serve.")
     model_version: int | None = Field(None, ge=1, description="Version to serve; default the highest one present.")
+    extra_model_versions: str = Field(
+        "",
+        pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
+        max_length=200,
+        description="Other versions of the model loaded at start beside the one in service, comma-separated (e.g. "
+        "`3,4`): v2 paths can name them, and the v2 repository extension puts one in service at once "
+        "(docs/open-inference.md). Each holds its own session and threads.",
+    )
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "auto", description="Model file to load: auto picks int8 on CPU and fp16 on CUDA (fp32 if absent)."
     )
@@ -84,16 +92,6 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(
         default_factory=available_cpus, ge=1, le=256, description="onnxruntime threads; default the usable CPUs."
-    )
-    intra_op_spinning: bool = Field(
-        False,
-        description="Let onnxruntime threads spin-wait between runs (measured: no throughput gain here, "
-        "0.1-0.3 cores burnt).",
-    )
-    memory_pattern: bool = Field(
-        False,
-        description="onnxruntime's memory pattern: a block planned and kept per batch shape (measured: the same "
-        "throughput, 40-110 MB more resident memory).",
     )
     model_workers: int | None = Field(
         None,
@@ -227,6 +225,10 @@ class Settings(BaseSettings):
             intra_op_threads=max(1, self.intra_op_threads // workers),
             decode_processes=processes,
         )
+
+    def extra_versions(self) -> list[int]:
+        """`extra_model_versions` as numbers."""
+        return sorted({int(v) for v in self.extra_model_versions.split(",") if v.strip()})
 
     def key_list(self) -> list[bytes]:
         """The configured API keys as bytes (empty when authentication is off)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -66,7 +65,6 @@ class Labels:
                     )
             self.tables = translations.languages
         self.languages = [DEFAULT_LANGUAGE, *sorted(self.tables)]
-        self._by_key = {h.key: h.name for h in metadata.heads}
 
     def choose(self, lang: str | None, accept_language: str | None) -> str:
         """The answer's language: `lang` when the model has labels in it, else the most preferred language of
@@ -86,75 +84,8 @@ class Labels:
         return self.tables.get(language, {}).get(head, {}).get(label) or label
 
     def head_labels(self, language: str) -> dict[str, list[str]]:
-        """Every head's labels in `language`, in the model's order (for `/models`)."""
+        """Every head's labels in `language`, in the model's order (for `/models` and the answers)."""
         return {h.name: [self.name(language, h.name, label) for label in h.labels] for h in self.metadata.heads}
-
-    def entries(self, language: str, head: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Answer entries ({"label", ...}) of one head with their labels translated."""
-        return [self.entry(language, head, e) for e in entries]
-
-    def entry(self, language: str, head: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """One answer entry with its `label` translated (and its nested top_k, if any)."""
-        out = {**entry, "label": self.name(language, head, entry["label"])}
-        if "top_k" in entry:
-            out["top_k"] = self.entries(language, head, entry["top_k"])
-        return out
-
-    def attributes(self, language: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        """An `/attributes` result's `attributes` translated: each head by its key, the palette's names as the
-        colour head's labels."""
-        if language == DEFAULT_LANGUAGE:
-            return attributes
-        out: dict[str, Any] = {}
-        for key, value in attributes.items():
-            if key == "palette":
-                colour = next((h.name for h in self.metadata.heads if h.key == "colour"), "baseColour")
-                out[key] = [{**swatch, "name": self.name(language, colour, swatch["name"])} for swatch in value]
-            elif key in self._by_key:
-                out[key] = self.entry(language, self._by_key[key], value)
-            else:
-                out[key] = value
-        return out
-
-    def category(self, language: str, category: dict[str, Any], finest: str) -> dict[str, Any]:
-        """A `/classify` result's `category` translated: the finest level's label, then `master` and `sub`."""
-        if language == DEFAULT_LANGUAGE:
-            return category
-        out = self.entry(language, finest, category)
-        for level in ("master", "sub"):
-            head = self.metadata.head_by_level(level)
-            if level in category and head is not None:
-                out[level] = self.entry(language, head.name, category[level])
-        return out
-
-    def classify_results(self, language: str, results: list[dict[str, Any]], finest_key: str) -> list[dict[str, Any]]:
-        """`/classify` results with their labels in `language` (errors as they are)."""
-        if language == DEFAULT_LANGUAGE:
-            return results
-        finest = self._by_key[finest_key]
-        return [
-            {
-                **r,
-                "category": self.category(language, r["category"], finest),
-                "top_k": self.entries(language, finest, r["top_k"]),
-            }
-            if r.get("status") == "ok"
-            else r
-            for r in results
-        ]
-
-    def attributes_results(self, language: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`/attributes` results with their labels and palette names in `language` (errors as they are)."""
-        if language == DEFAULT_LANGUAGE:
-            return results
-        return [
-            {**r, "attributes": self.attributes(language, r["attributes"])} if r.get("status") == "ok" else r
-            for r in results
-        ]
-
-    def label_of(self, language: str, key: str, label: str) -> str:
-        """One label of the head keyed `key` (as answers name heads) in `language`."""
-        return self.name(language, self._by_key.get(key, key), label)
 
 
 def preferred(header: str) -> list[str]:

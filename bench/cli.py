@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", help="target a running service (base URL or its /classify) instead of starting one")
     p.add_argument("--service-pid", type=int, help="with --url: the service's pid, for its CPU and memory")
-    p.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for JSON, PNG, table")
+    p.add_argument("--results", type=Path, default=ROOT / "out" / "bench", help="folder for JSON, PNG, table")
     p.add_argument("--name", default="bench", help="file stem of the outputs (default bench)")
     p.add_argument(
         "--profiles",
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
         "--open-loop",
         choices=["wrk", "hey"],
         default="wrk",
-        help="C profiles: wrk with a Poisson schedule in Lua (default) or hey -q (bursty, see PROFILE.md)",
+        help="C profiles: wrk with a Poisson schedule in Lua (default) or hey -q (bursty)",
     )
     p.add_argument("--py-spy", type=Path, help="record the service with py-spy into this folder (skews timings)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 s phases, 1 s warm-up, 64 images, no retries")

@@ -82,8 +82,9 @@ def passes(runtime: Runtime, folder: Path, plain: Path | None, threads: int) -> 
         out = []
         for i in range(len(jpegs)):
             answer: dict[str, Any] = {v.key: v.best(rows[v.output][i]) for v in attribute_views}
-            answer["palette"] = palette(namer, pixels[i], rows[colour.output][i])
-            out.append(labels.attributes("zh", answer))
+            named = palette(namer, pixels[i], rows[colour.output][i])
+            answer["palette"] = [{**p, "name": labels.name("zh", colour.name, p["name"])} for p in named]
+            out.append(answer)
         return out
 
     measured: dict[str, Callable[[list[bytes]], Any]] = {

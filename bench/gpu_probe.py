@@ -1,6 +1,6 @@
 """What the CUDA path does with the served model, checked on a machine with onnxruntime-gpu and a GPU.
 
-    python -m bench.gpu_probe --out bench/results/gpu --seconds 1.5
+    python -m bench.gpu_probe --out out/gpu --seconds 1.5
 
 Four checks, printed as Markdown and written to <out>/gpu-probe.json:
 - parity: every head's top-1 on CUDA against the CPU provider on the same file, on real catalogue JPEGs;
@@ -144,7 +144,7 @@ def print_decode(rows: list[dict[str, Any]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the checks; print Markdown; write gpu-probe.json."""
     p = argparse.ArgumentParser(prog="python -m bench.gpu_probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("bench/results/gpu"))
+    p.add_argument("--out", type=Path, default=Path("out/gpu"))
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32", "int8"])
     p.add_argument("--seconds", type=float, default=1.5, help="per timed loop (default 1.5)")
     p.add_argument("--batches", default="1,8,32,64,128,256")

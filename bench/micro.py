@@ -1,4 +1,4 @@
-"""Micro-benchmarks behind bench/PROFILE.md: decode variants, and the model's cost by batch size.
+"""Micro-benchmarks behind docs/performance.md: decode variants, and the model's cost by batch size.
 
     python -m bench.micro [--seconds 3]
 

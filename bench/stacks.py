@@ -1,6 +1,6 @@
 """Summarise py-spy's collapsed stacks (`--format raw --threads`): where each thread spends its samples.
 
-python -m bench.stacks bench/results/py-spy/vitrine-A.txt [--top 15]
+python -m bench.stacks out/bench/py-spy/vitrine-A.txt [--top 15]
 """
 
 from __future__ import annotations

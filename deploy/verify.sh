@@ -22,9 +22,10 @@
 #     cleanly. Containers and Prometheus are removed at the end.
 #
 # Environment: VERIFY_DIR (work folder, default /var/tmp/vitrine-verify), VERIFY_PORT (18000), VERIFY_PROM_PORT
-# (19090), VERIFY_REBUILD_BASE=1 (debootstrap again), VERIFY_KEEP_DOCKERD=1 (leave a dockerd this script
-# started running), VERIFY_GPU_BUILD=1 (also build Dockerfile.gpu on the local base: no CUDA there, so this only
-# checks that the recipe builds and onnxruntime-gpu installs), DEBIAN_MIRROR.
+# (19090), VERIFY_OUTPUT (a copy of the output, default out/deploy/verify-output.txt), VERIFY_REBUILD_BASE=1
+# (debootstrap again), VERIFY_KEEP_DOCKERD=1 (leave a dockerd this script started running), VERIFY_GPU_BUILD=1
+# (also build Dockerfile.gpu on the local base: no CUDA there, so this only checks that the recipe builds and
+# onnxruntime-gpu installs), DEBIAN_MIRROR.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +41,10 @@ URL=http://127.0.0.1:$PORT
 PROM_URL=http://127.0.0.1:$PROM_PORT
 mkdir -p "$WORK"
 cd "$ROOT" || exit 2
+# Everything printed also goes to a git-ignored file, for a look after the run (VERIFY_OUTPUT moves it).
+OUTPUT=${VERIFY_OUTPUT:-$ROOT/out/deploy/verify-output.txt}
+mkdir -p "$(dirname "$OUTPUT")"
+exec > >(tee "$OUTPUT") 2>&1
 
 PASSED=0
 FAILED=0

@@ -3,38 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from pydantic import ValidationError
 
 from app.schema import ModelMetadata
-from export.card import write_card
-from export.config import DEFAULT_CONFIG, LITE_VARIANTS, DataConfig, ExportConfig, TrainConfig
+from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, apply_options
 from export.ensemble import build_ensemble, check_not_a_member
-from export.evaluate import evaluate
 from export.explainable import make_explainable
+from export.importer import add_import_parser, run_import
+from export.packaging import package
 from export.palette_fit import fit_palette
 from export.pipeline import (
     FILES,
     Int8LossError,
     Splits,
-    build_model,
     check_split,
     check_version_free,
-    load_checkpoint,
     metadata,
     prepare,
     read_lineage,
     record_lineage,
     score_files,
-    version_folder,
 )
+from export.recipe import Build, Recipe, run_recipe
 from export.steps import (
     calibration_pixels,
     check_fp32,
@@ -45,7 +41,7 @@ from export.steps import (
     model_file,
     quantize_files,
 )
-from export.train import predict, train
+from export.train import run_train
 from export.translations import check_translations
 
 log = logging.getLogger("export")
@@ -72,8 +68,23 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(prog="vitrine export", description=__doc__)
     steps = parser.add_subparsers(dest="step", required=True)
+    build = steps.add_parser(
+        "build", help="run a config's recipe: its [[stages]] in order, skipping those finished earlier"
+    )
+    build.add_argument("config", type=Path, nargs="?", default=DEFAULT_CONFIG, help="config with [[stages]] (TOML)")
+    build.add_argument("--data", type=Path, required=True, help="catalogue export: images (folder/tars) + CSV")
+    build.add_argument("--runs", type=Path, default=Path("runs"), help="work root: a folder per stage, the members")
+    build.add_argument("--models", type=Path, default=Path("models"), help="model repository for published versions")
+    build.add_argument("--dry-run", action="store_true", help="list the stages that would run, and run none")
+    build.add_argument("--bench-seconds", type=float, default=3.0, help="CPU speed measurement per model file")
+    # Options over every stage's, for smoke runs on small data.
+    build.add_argument("--limit", type=int, help="use only this many images")
+    build.add_argument("--min-class-count", type=int, help="override the minimum images per class")
+    build.add_argument("--size", type=int, help="override the input size in pixels")
+    build.add_argument("--epochs", type=int, help="override every train stage's fine-tuning epochs")
+    build.add_argument("--warmup-epochs", type=int, help="override every train stage's head warm-up epochs")
+    build.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
     for name, text in (
-        ("build", "all steps: train, evaluate, convert, quantize, write the model card"),
         ("train", "fine-tune on the catalogue; checkpoints go to the work folder"),
         ("package", "from a trained work folder: evaluate, convert, parity, quantize, card"),
     ):
@@ -88,12 +99,6 @@ def _args(argv: list[str]) -> argparse.Namespace:
         step.add_argument("--head-lr", type=float, help="override the peak learning rate of the heads")
         step.add_argument("--backbone-lr", type=float, help="override the peak learning rate of the backbone")
         step.add_argument("--init-from", type=Path, help="continue from a checkpoint of an earlier run")
-        step.add_argument("--teacher", type=Path, help="distil from this packaged version folder (e.g. the ensemble)")
-        step.add_argument("--distill-weight", type=float, help="share of the loss that follows the teacher")
-        step.add_argument("--distill-temperature", type=float, help="softening temperature for distillation")
-        step.add_argument("--drop-path", type=float, help="stochastic depth rate at the top of the backbone (0: off)")
-        step.add_argument("--mixup-alpha", type=float, help="mixup's Beta(alpha, alpha) blend weight (0: off)")
-        step.add_argument("--ema-decay", type=float, help="keep an EMA of the weights with this decay (0: off)")
         step.add_argument("--max-int8-drop", type=float, help="override the largest INT8 top-1 loss allowed")
     ensemble = steps.add_parser(
         "ensemble", help="merge packaged versions into one version that averages them", parents=[data, output]
@@ -131,6 +136,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     evaluation.add_argument("--precision", choices=list(FILES), default="int8", help="a version folder's file")
     evaluation.add_argument("--subset", choices=["test", "val"], default="test", help="the split to evaluate on")
     evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>-<subset>)")
+    add_import_parser(steps)
     explainable = steps.add_parser(
         "explainable", help="add class activation map outputs (for /explain) to a version folder's model files"
     )
@@ -151,109 +157,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
 def _config(args: argparse.Namespace) -> ExportConfig:
     config = ExportConfig.load(args.config)
     # The options given; each step has its own subset (the ensemble step only the data ones).
-    given = {key: value for key, value in vars(args).items() if value is not None}
-    for section, fields in ((config.train, TrainConfig.model_fields), (config.data, DataConfig.model_fields)):
-        for key in fields.keys() & given.keys():  # recipe and data options: dest = field name
-            setattr(section, key, given[key])
-    if "backbone" in given:
-        config.backbone = given["backbone"]
-    if "max_int8_drop" in given:
-        config.max_int8_top1_drop = given["max_int8_drop"]
+    apply_options(config, {key: value for key, value in vars(args).items() if value is not None})
     return config
-
-
-def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
-    """Fine-tune and keep the best checkpoint in `work`."""
-    model = build_model(splits.train.classes, config, pretrained=config.train.init_from is None)
-    if config.train.init_from is not None:  # strict: same backbone, heads and classes as that run
-        state = load_checkpoint(model, config.train.init_from, splits.train.classes, config)
-        log.info("continuing from %s (epoch %s)", config.train.init_from, state.get("epoch"))
-    result = train(model, splits.train, splits.val, config, work)
-    log.info(
-        "best epoch %d of %d in %.1f min: %s",
-        result.best_epoch,
-        len(result.history),
-        result.seconds / 60,
-        {k: round(v, 4) for k, v in result.best_val.items()},
-    )
-
-
-def package(
-    splits: Splits,
-    config: ExportConfig,
-    work: Path,
-    out: Path,
-    version: int | None,
-    *,
-    overwrite: bool,
-    reproduce: str,
-    stages: list[dict[str, Any]],
-    bench_seconds: float = 3.0,
-) -> Path:
-    """Convert, quantise and evaluate a trained work folder into a version folder with its card."""
-    with version_folder(out, version, overwrite=overwrite) as (folder, number):
-        _package_into(
-            folder, number, splits, config, work, out, reproduce=reproduce, stages=stages, bench_seconds=bench_seconds
-        )
-    log.info("wrote %s", out / str(number))
-    return out / str(number)
-
-
-def _package_into(
-    folder: Path,
-    version: int,
-    splits: Splits,
-    config: ExportConfig,
-    work: Path,
-    out: Path,
-    *,
-    reproduce: str,
-    stages: list[dict[str, Any]],
-    bench_seconds: float,
-) -> None:
-    """`package` into `folder` (the version folder being built)."""
-    classes = splits.train.classes
-    meta = metadata(config, classes, version, name=out.name)  # the repository folder names the model
-    heads = [h.column for h in config.heads]
-
-    converted = convert_checkpoint(splits, config, work, meta, folder / FILES["fp32"])
-    log.info("evaluating the PyTorch model on %d test images", len(splits.test))
-    evaluate(predict(converted.model, splits.test.pixels), splits.test, folder)
-    paths = {"fp32": converted.path, **quantize_files(converted.path, folder, calibration_pixels(splits.train, config))}
-    meta.files = {precision: path.name for precision, path in paths.items()}
-
-    scores = score_files(paths, {h: h for h in heads}, splits.test, bench_seconds=bench_seconds)
-    meta.metrics, speed = scores.metrics, scores.speed
-    int8_drops(meta.metrics, heads, config.max_int8_top1_drop)
-    meta.write(folder)
-
-    # One table over all training stages (a continued run has several), epochs numbered per stage.
-    history = [{"stage": n, **record} for n, stage in enumerate(stages, 1) for record in stage["history"]]
-    data_report = json.loads((work / "data_report.json").read_text())
-    (folder / "data_report.json").write_text(json.dumps(data_report, indent=2, ensure_ascii=False))
-    recipe = {
-        # The recipe of the last training stage as it ran (not this command's defaults).
-        **(stages[-1].get("recipe") or config.train.model_dump(mode="json")),
-        "heads": ", ".join(heads),
-        "softmax_temperature": {k: round(v, 3) for k, v in converted.temperatures.items()},
-        **({"memory_vote": converted.memory_recipe} if converted.memory_recipe else {}),
-        "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
-    }
-    parity = converted.parity
-    write_card(
-        folder,
-        meta,
-        data_report=data_report,
-        history=history,
-        recipe=recipe,
-        reproduce=reproduce,
-        parity={
-            "images": parity.images,
-            "max_abs_logit_diff": parity.max_abs_logit_diff,
-            "top1_agreement": parity.top1_agreement,
-        },
-    )
-    ModelMetadata.read(folder)  # the folder must load as the service will load it
 
 
 def run_convert(splits: Splits, config: ExportConfig, work: Path, path: Path, version: int) -> None:
@@ -332,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _args(argv)
     try:
-        _run(args, argv)
+        if args.step == "import":
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            run_import(args)
+        else:
+            _run(args, argv)
     except Int8LossError as error:  # the files are written, for a look; the version is not fit to ship
         print(f"vitrine export {args.step}: {error}", file=sys.stderr)
         return 1
@@ -352,6 +261,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     # onnxruntime's quantiser logs every scale adjustment on the root logger: keep the root at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
+    command = "vitrine export " + shlex.join(argv)
     if args.step == "explainable":  # works on a version folder alone: no catalogue, no config
         explain = make_explainable(args.folder).explain
         assert explain is not None
@@ -359,6 +269,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         return
     if args.step == "translations":
         check_translations(args.folder)
+        return
+    if args.step == "build":
+        given = ("limit", "min_class_count", "size", "epochs", "warmup_epochs", "max_int8_drop")
+        options = {key: getattr(args, key) for key in given if getattr(args, key) is not None}
+        build = Build(args.data, args.runs, args.models, command, options, bench_seconds=args.bench_seconds)
+        run_recipe(Recipe.load(args.config), build, dry_run=args.dry_run)
         return
     config = _config(args)
     # The file a quantize or evaluate step reads; its data is prepared at its input size unless --size says.
@@ -376,12 +292,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         raise FileNotFoundError(
             f"no trained checkpoint at {checkpoint}: run `vitrine export train` with this --work first"
         )
-    if args.step in ("build", "package", "ensemble"):  # before decoding and training
+    if args.step in ("package", "ensemble"):  # before decoding and training
         check_version_free(args.out, args.version, overwrite=args.overwrite)
         if args.step == "ensemble":
             check_not_a_member(args.members, args.out, args.version)
     splits = prepare(args.data, config, work)
-    command = "vitrine export " + shlex.join(argv)
     if args.step == "palette":
         figures = fit_palette(args.folder, splits.train, splits.val, splits.test)
         print("\n".join(f"{name}: {value:.4g}" for name, value in figures.items()))
@@ -403,16 +318,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
             bench_seconds=args.bench_seconds,
             max_int8_drop=config.max_int8_top1_drop,
         )
-    if args.step in ("build", "train"):
+    if args.step == "train":
         run_train(splits, config, work)
         record_lineage(work, command, config.train.init_from, config.train.model_dump(mode="json"))
-    if args.step in ("build", "package"):
+    if args.step == "package":
         stages = read_lineage(work)
-        if args.step == "build":
-            reproduce = command  # the one command that reproduces the folder
-        else:
-            steps = [s["command"] or f"# training command not recorded for {work}" for s in stages]
-            reproduce = "\n".join([*steps, command])
+        steps = [s["command"] or f"# training command not recorded for {work}" for s in stages]
         package(
             splits,
             config,
@@ -420,7 +331,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
             args.out,
             args.version,
             overwrite=args.overwrite,
-            reproduce=reproduce,
+            reproduce="\n".join([*steps, command]),
             stages=stages,
             bench_seconds=args.bench_seconds,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,31 +64,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.02
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    drop_path: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Stochastic depth: while training, block i of the backbone's n blocks, if it has a residual "
-        "connection, drops its branch for drop_path * i / n of the images (0: off; EfficientNet's recipe uses 0.2).",
-    )
     patience: int = Field(3, ge=1, description="Early stopping: epochs without validation improvement.")
     max_minutes: float | None = Field(None, gt=0, description="Stop after the epoch that passes this budget.")
     scale_range: tuple[float, float] = (0.85, 1.1)
     shift_fraction: float = Field(0.08, ge=0.0, le=0.3)
     hflip: bool = True
-    mixup_alpha: float = Field(
-        0.0,
-        ge=0.0,
-        description="Mixup: each batch blended with a shuffled copy of itself by a Beta(alpha, alpha) weight, and "
-        "every head's loss by the same weight (0: off).",
-    )
-    ema_decay: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Weight EMA: a shadow copy of the weights, moved toward them by 1 - ema_decay after every step; "
-        "validation scores it and the checkpoints hold it (0: off; EfficientNet's recipe keeps one).",
-    )
     threads: int | None = Field(None, ge=1)
     seed: int = Field(1234, description="Seeds the split too: keep it when continuing a run.")
     init_from: Path | None = Field(
@@ -96,15 +76,6 @@ class TrainConfig(BaseModel):
         description="Continue from this checkpoint of an earlier run with the same heads and classes "
         "(e.g. runs/product-classifier/checkpoints/best.pt) instead of the ImageNet weights.",
     )
-    teacher: Path | None = Field(
-        None,
-        description="Distil from this packaged version folder (same heads, labels and input), e.g. the "
-        "ensemble: it answers each augmented view as the student trains (`export.distill`).",
-    )
-    distill_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="Share of each head's loss that follows the teacher instead of the labels."
-    )
-    distill_temperature: float = Field(2.0, gt=0.0, description="Softening temperature of teacher and student.")
 
 
 class MemoryConfig(BaseModel):
@@ -161,3 +132,15 @@ class ExportConfig(BaseModel):
         """Read a TOML config file."""
         with path.open("rb") as handle:
             return cls.model_validate(tomllib.load(handle))
+
+
+def apply_options(config: ExportConfig, options: dict[str, Any]) -> None:
+    """Set command-line options on `config`, validated as the file's values are: training and data fields by
+    name, `backbone`, and `max_int8_drop` (the config's `max_int8_top1_drop`); other names are not config."""
+    for section, fields in ((config.train, TrainConfig.model_fields), (config.data, DataConfig.model_fields)):
+        for key in fields.keys() & options.keys():
+            setattr(section, key, options[key])
+    if "backbone" in options:
+        config.backbone = options["backbone"]
+    if "max_int8_drop" in options:
+        config.max_int8_top1_drop = options["max_int8_drop"]

@@ -1,6 +1,6 @@
 """An ensemble of packaged model versions as one ONNX file per precision.
 
-`vitrine export ensemble --members models/<name>/3 models/<name>/4 --data ... --out models/<name>` merges
+`vitrine export ensemble --members runs/members/<a>/1 runs/members/<b>/1 --data ... --out models/<name>` merges
 the members' FP32, INT8 and FP16 files side by side into one graph that reads the same `pixels` input.
 Each head answers the log of the mean of the members' softmax (their own temperatures and memory votes
 included); the embedding is the first member's. Members must share preprocessing, heads and labels.
@@ -58,7 +58,9 @@ class Member:
 
     @property
     def label(self) -> str:
-        return f"{self.folder} ({self.meta.architecture})"
+        """The member as the ensemble's metadata names it: its name and version, which identify it wherever it
+        lies (a folder may be a git-ignored work path)."""
+        return f"{self.meta.name} v{self.meta.version} ({self.meta.architecture})"
 
 
 def check_compatible(members: list[Member]) -> None:
@@ -179,13 +181,13 @@ def save_split(model: onnx.ModelProto, path: Path, members: int, *, min_bytes: i
             file.chmod(0o644)  # onnx creates them owner-only; the container's service user must read them
 
 
-def without_plots(card: str, folder: Path) -> str:
+def without_plots(card: str, member: str) -> str:
     """A member's card without its Plots section, whose relative links would show the ensemble's own plots."""
     start = card.find("\n## Plots\n")
     if start < 0:
         return card
     end = card.find("\n## ", start + 1)
-    note = f"\n## Plots\n\nIn the member's own folder (`{folder}`).\n"
+    note = f"\n## Plots\n\nIn the member's own version folder, {member}.\n"
     return card[:start] + note + (card[end:] if end >= 0 else "")
 
 
@@ -227,8 +229,12 @@ def build_ensemble(
     parity_images: int = 512,
     bench_seconds: float = 3.0,
     max_int8_drop: float = 0.01,
+    members_built_apart: bool = True,
 ) -> Path:
-    """Write a version folder holding the ensemble of `member_folders` in every precision they all have."""
+    """Write a version folder holding the ensemble of `member_folders` in every precision they all have.
+
+    `members_built_apart`: the card's reproduce section first points at the members' cards for their commands
+    (not when `reproduce` builds the members too, as a recipe's build does)."""
     check_not_a_member(member_folders, out, version)
     members = [Member.read(f) for f in member_folders]
     check_compatible(members)
@@ -277,7 +283,7 @@ def build_ensemble(
         meta.write(folder)
 
         for i, member in enumerate(members):  # the members' own cards: recipe, history and vote of each
-            card = without_plots((member.folder / CARD_FILE).read_text(encoding="utf-8"), member.folder)
+            card = without_plots((member.folder / CARD_FILE).read_text(encoding="utf-8"), member.label)
             (folder / f"member-{i + 1}.md").write_text(card, encoding="utf-8")
         data_report = (members[0].folder / "data_report.json").read_text()
         (folder / "data_report.json").write_text(data_report)
@@ -286,6 +292,7 @@ def build_ensemble(
             "cpu_images_per_second_batch32": {k: round(v) for k, v in speed.items()},
         }
         members_first = [f"# member {i}: the commands in member-{i}.md" for i in range(1, len(members) + 1)]
+        members_first = members_first if members_built_apart else []
         write_card(
             folder,
             meta,

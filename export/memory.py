@@ -87,7 +87,7 @@ class NeighbourMemory(nn.Module):
         """The neighbours' weighted label distribution for one head, (N, classes); all zero if none is labelled."""
         position = self.heads.index(head)
         # index_select exports as Gather; fancy indexing exported as GatherND, which onnxruntime's CUDA
-        # provider left on the CPU (a device-host copy per run, bench/results/gpu/probe.txt).
+        # provider left on the CPU (a device-host copy per run; decision 0016).
         labels = getattr(self, f"labels_{position}").index_select(0, index.reshape(-1)).reshape(index.shape)
         one_hot = (labels.unsqueeze(-1) == getattr(self, f"classes_{position}")).to(weights.dtype)
         votes: torch.Tensor = (weights.unsqueeze(-1) * one_hot).sum(dim=1)

@@ -37,9 +37,6 @@ class MBConv(nn.Module):
     def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
         super().__init__()
         hidden = c_in * expand
-        # Stochastic depth: while training, the residual branch is dropped for this share of the images
-        # (set by EfficientNetLite.set_drop_path; 0 leaves the block as it is, and the exported graph never has it).
-        self.drop_path = 0.0
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
@@ -56,12 +53,7 @@ class MBConv(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        if not self.residual:
-            return y
-        if self.training and self.drop_path > 0:
-            keep = 1.0 - self.drop_path
-            y = y * torch.bernoulli(torch.full((y.shape[0], 1, 1, 1), keep, device=y.device)) / keep
-        return x + y
+        return x + y if self.residual else y
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -94,12 +86,6 @@ class EfficientNetLite(nn.Module):
         self._conv_head = nn.Conv2d(round_filters(320, width), 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
-
-    def set_drop_path(self, rate: float) -> None:
-        """Stochastic depth as EfficientNet trains it: block i of the n blocks, if it has a residual connection,
-        drops its branch for rate * i / n of the images while training (the deeper, the more often)."""
-        for i, block in enumerate(self._blocks):
-            block.drop_path = rate * i / len(self._blocks)  # type: ignore[assignment]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled 1280-d features of normalised NCHW float input."""
@@ -208,11 +194,9 @@ def build_efficientnet_classifier(
     *,
     pretrained: bool = True,
     dropout: float = 0.2,
-    drop_path: float = 0.0,
     backbone: str = "efficientnet-lite0",
 ) -> MultiHeadClassifier:
     """The Vitrine model: an EfficientNet-Lite (ImageNet weights; Lite0 by default) with one head per label
-    column, and stochastic depth at `drop_path` while training."""
+    column."""
     net = efficientnet_lite(backbone, pretrained=pretrained)
-    net.set_drop_path(drop_path)
     return MultiHeadClassifier(FeatureBackbone(net, net.feature_dim), net.feature_dim, head_sizes, dropout=dropout)

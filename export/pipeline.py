@@ -145,7 +145,6 @@ def build_model(classes: dict[str, list[str]], config: ExportConfig, *, pretrain
         sizes,
         pretrained=pretrained,
         dropout=config.train.dropout,
-        drop_path=config.train.drop_path,
         backbone=config.backbone,
     )
 

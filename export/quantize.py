@@ -152,7 +152,7 @@ def quantize_int8(
     float: measured on version 1, quantising the stem block cost 2.8 points of article-type top-1 and 1.8
     of colour, and keeping these few layers in float brought every head within 0.5 points. On version 3
     only the stem convolution needs float, and quantising the other three is no faster
-    (`export/results/quantize-v3/`).
+    (decision 0011).
     """
     check_pixels(calibration_pixels)
     input_name = _input_name(fp32_path)

@@ -8,20 +8,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from export.config import ExportConfig, TrainConfig
 from export.data import IGNORE, Catalogue
-from export.distill import Teacher, distillation_loss
 from export.network import MultiHeadClassifier
-from export.pipeline import checkpoint
+from export.pipeline import Splits, build_model, checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +60,6 @@ def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, fill:
     # grid_sample pads with zeros: sample (x - fill) so the padding comes out as the white fill value.
     out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
     return out.contiguous(memory_format=torch.channels_last)
-
-
-def mix(x: torch.Tensor, weight: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup: the batch blended with a shuffled copy of itself (`weight` of the original), and the shuffle."""
-    order = torch.randperm(x.shape[0], generator=generator)
-    mixed = weight * x + (1.0 - weight) * x[order]
-    return mixed.contiguous(memory_format=torch.channels_last), order
 
 
 def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Tensor | None:
@@ -125,14 +115,7 @@ def train(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     generator = torch.Generator().manual_seed(cfg.seed)
-    mix_weights = np.random.default_rng(cfg.seed)  # Beta draws for mixup (torch's Beta takes no generator)
     fill = (255.0 - model.mean) / model.std
-    # With EMA on, the averaged copy is what validation scores and the checkpoints hold; the raw weights' scores
-    # stay in the history under their usual keys, so a run compares with one without EMA epoch by epoch.
-    ema = None
-    if cfg.ema_decay > 0:
-        average = get_ema_multi_avg_fn(cfg.ema_decay)  # type: ignore[no-untyped-call]
-        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
     specs = {h.column: h for h in config.heads}
     losses = {
@@ -145,9 +128,6 @@ def train(
         )
         for name in model.head_names
     }
-    teacher = None
-    if cfg.teacher is not None:
-        teacher = Teacher(cfg.teacher, train_data.classes, size=cfg.size, mean=model.mean, std=model.std)
     head_params = list(model.heads.parameters())
     backbone_params = list(model.backbone.parameters())
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
@@ -194,30 +174,16 @@ def train(
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = model.normalise(torch.from_numpy(train_data.pixels[idx]))
             x = augment(x, cfg, generator, fill)
-            weight, partner = 1.0, None
-            if cfg.mixup_alpha > 0:
-                weight = float(mix_weights.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-                x, partner = mix(x, weight, generator)
-            soft = teacher(x) if teacher is not None else {}
             logits, _ = model.forward_features(x)
             loss = torch.zeros(())
             for name in model.head_names:
-                label_share = 1.0 - cfg.distill_weight if name in soft else 1.0
                 y = torch.from_numpy(train_data.labels[name][idx])
-                pairs = [(weight, y)] if partner is None else [(weight, y), (1.0 - weight, y[partner])]
-                for share, target in pairs:
-                    if (target != IGNORE).any():
-                        head_loss = losses[name](logits[name], target)
-                        loss = loss + specs[name].loss_weight * label_share * share * head_loss
-                if name in soft:
-                    kd = distillation_loss(logits[name], soft[name], cfg.distill_temperature)
-                    loss = loss + specs[name].loss_weight * cfg.distill_weight * kd
+                if (y != IGNORE).any():  # a batch with no label for this head adds nothing (not NaN)
+                    loss = loss + specs[name].loss_weight * losses[name](logits[name], y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
             first = model.head_names[0]
             y0 = train_data.labels[first][idx]
             running_loss += loss.item() * len(idx)
@@ -234,17 +200,11 @@ def train(
             "val_mean_top1": score,
             **{f"val_{k}": v for k, v in val.items()},
         }
-        kept = model
-        if ema is not None:
-            kept = cast(MultiHeadClassifier, ema.module)
-            val = top1(predict(kept, val_data.pixels), val_data)
-            score = float(np.nanmean(list(val.values())))
-            record |= {"ema_val_mean_top1": score, **{f"ema_val_{k}": v for k, v in val.items()}}
         record["minutes"] = (time.monotonic() - start) / 60
         history.append(record)
         (work / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
-        state = {**checkpoint(kept, train_data.classes, config), "epoch": epoch + 1, "val": val}
+        state = {**checkpoint(model, train_data.classes, config), "epoch": epoch + 1, "val": val}
         torch.save(state, ckpt_dir / "last.pt")
         if score > best_score:
             best_score, best_epoch, best_val, stale = score, epoch + 1, val, 0
@@ -262,3 +222,19 @@ def train(
     model.load_state_dict(best["state_dict"])
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return TrainResult(ckpt_dir / "best.pt", best_epoch, best_val, history, time.monotonic() - start)
+
+
+def run_train(splits: Splits, config: ExportConfig, work: Path) -> None:
+    """Fine-tune and keep the best checkpoint in `work`."""
+    model = build_model(splits.train.classes, config, pretrained=config.train.init_from is None)
+    if config.train.init_from is not None:  # strict: same backbone, heads and classes as that run
+        state = load_checkpoint(model, config.train.init_from, splits.train.classes, config)
+        log.info("continuing from %s (epoch %s)", config.train.init_from, state.get("epoch"))
+    result = train(model, splits.train, splits.val, config, work)
+    log.info(
+        "best epoch %d of %d in %.1f min: %s",
+        result.best_epoch,
+        len(result.history),
+        result.seconds / 60,
+        {k: round(v, 4) for k, v in result.best_val.items()},
+    )

@@ -53,3 +53,8 @@ def exif_rotated() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6
     return encode(rotated, "JPEG", exif=exif.tobytes())
+
+
+def files(blobs: list[bytes], name: str = "images") -> list[tuple[str, tuple[str, bytes, str]]]:
+    """Multipart parts for `httpx`: each blob as a JPEG upload of the field `name`."""
+    return [(name, (f"{i}.jpg", blob, "image/jpeg")) for i, blob in enumerate(blobs)]

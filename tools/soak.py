@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.8, help="share of measured capacity to offer")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "soak.json")
     args = parser.parse_args()
 
     url = f"http://127.0.0.1:{args.port}"

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from fastapi import APIRouter
 from starlette.routing import BaseRoute, Route
 
-from app.routes import explain, health, metrics, models, predict
+from app.routes import explain, health, metrics, models, predict, repository, v2, v2_health
 from app.settings import Settings
 
 
@@ -40,6 +40,9 @@ TABLE: tuple[Group, ...] = (
     Group(health.routes, ops=True),
     Group(models.routes),
     Group(metrics.routes, ops=True),
+    Group(v2_health.routes, ops=True),
+    Group(v2.routes),
+    Group(repository.routes),
 )
 
 

@@ -45,11 +45,9 @@ def routes(settings: Settings) -> APIRouter:
         core.predictions.check_classify()  # before reading a body that could not be answered
         language = core.labels.choose(lang, accept_language)
         rows = await unless_disconnected(request, core.infer(await images_of(request), "classify"))
-        results = core.predictions.classify(rows, top_k or settings_of(request).default_top_k)
-        finest = core.predictions.finest
-        assert finest is not None  # check_classify refused the request otherwise
-        results = core.labels.classify_results(language, results, finest.key)
-        return FastJSON({"model": core.model_ref, "results": results}, headers={"Content-Language": language})
+        results = core.predictions.classify(rows, top_k or settings_of(request).default_top_k, language)
+        answer = ClassifyResponse.model_construct(model=core.model_ref, results=results)
+        return FastJSON(answer, headers={"Content-Language": language})
 
     @router.post(
         "/attributes",
@@ -70,8 +68,8 @@ def routes(settings: Settings) -> APIRouter:
         core = await core_of(request)
         language = core.labels.choose(lang, accept_language)
         rows = await unless_disconnected(request, core.infer(await images_of(request), "attributes"))
-        results = core.predictions.attributes(rows, top_k or settings_of(request).default_top_k)
-        results = core.labels.attributes_results(language, results)
-        return FastJSON({"model": core.model_ref, "results": results}, headers={"Content-Language": language})
+        results = core.predictions.attributes(rows, top_k or settings_of(request).default_top_k, language)
+        answer = AttributesResponse.model_construct(model=core.model_ref, results=results)
+        return FastJSON(answer, headers={"Content-Language": language})
 
     return router

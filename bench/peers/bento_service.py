@@ -5,7 +5,7 @@ concurrent requests into one call of `classify` (up to BENCH_MAX_BATCH_SIZE imag
 BENCH_MAX_LATENCY_MS), which decodes them with `app.preprocess.decode` on a small thread pool and runs
 the model once. Runs in its own virtual environment (.venv-bento), with the repository on PYTHONPATH:
 
-    BENCH_MODEL=models/product-classifier/3/model.int8.onnx PYTHONPATH=. \
+    BENCH_MODEL=models/product-classifier/4/model.int8.onnx PYTHONPATH=. \
         .venv-bento/bin/bentoml serve bench.peers.bento_service:Classifier --port 3000
 
 BentoML reads the service's settings from the decorators when this module is imported, so the
@@ -25,7 +25,7 @@ import numpy as np
 from app.preprocess import decode
 from bench.peers.answers import PeerModel
 
-MODEL = Path(os.environ.get("BENCH_MODEL", "models/product-classifier/3/model.int8.onnx"))
+MODEL = Path(os.environ.get("BENCH_MODEL", "models/product-classifier/4/model.int8.onnx"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 DECODE_THREADS = int(os.environ.get("BENCH_DECODE_THREADS", "2"))
 MAX_BATCH_SIZE = int(os.environ.get("BENCH_MAX_BATCH_SIZE", "32"))

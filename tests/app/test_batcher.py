@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from app.batcher import Batcher
+from app.batcher import Batcher, Row
 from app.errors import InferenceFailed, NotReady, Overloaded
 from app.metrics import Metrics
 
 
 class Model:
-    """A real function of its input (each row's id back), recording batch sizes."""
+    """A real function of its input (each image's id back), recording batch sizes."""
 
     def __init__(self, delay_s: float = 0.0, fail_on: int | None = None) -> None:
         self.sizes: list[int] = []
@@ -25,16 +25,17 @@ class Model:
         self.max_concurrent = 0
         self._lock = threading.Lock()
 
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, items: list[np.ndarray]) -> list[Row | Exception]:
         with self._lock:
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
         try:
+            batch = np.stack(items)
             self.sizes.append(len(batch))
             time.sleep(self.delay_s)
             if self.fail_on is not None and (batch == self.fail_on).any():
                 raise RuntimeError("boom")
-            return {"id": batch.reshape(len(batch), -1)[:, 0].astype(np.int64)}
+            return [{"id": v} for v in batch.reshape(len(batch), -1)[:, 0].astype(np.int64)]
         finally:
             with self._lock:
                 self.concurrent -= 1
@@ -44,12 +45,12 @@ def item(value: int) -> np.ndarray:
     return np.full((2, 2, 3), value, dtype=np.uint8)
 
 
-def make(model: Model, **kwargs: float) -> Batcher:
+def make(model: Model, **kwargs: float) -> Batcher[np.ndarray]:
     options = {"max_batch_size": 8, "max_delay_s": 0.02, "max_queue_size": 64, **kwargs}
     return Batcher(model, metrics=Metrics(), **options)  # type: ignore[arg-type]
 
 
-async def started(batcher: Batcher) -> Batcher:
+async def started(batcher: Batcher[np.ndarray]) -> Batcher[np.ndarray]:
     batcher.start()
     return batcher
 
@@ -208,9 +209,9 @@ def test_on_each_worker_runs_once_on_every_model_thread_and_batches_use_those_th
         batcher.start()
         original = model.__call__
 
-        def recording(batch: np.ndarray) -> dict[str, np.ndarray]:
+        def recording(items: list[np.ndarray]) -> list[Row | Exception]:
             seen.append(threading.get_ident())
-            return original(batch)
+            return original(items)
 
         batcher._run_batch = recording
         await asyncio.gather(*(f for v in range(40) for f in batcher.submit([item(v)])))
@@ -221,21 +222,21 @@ def test_on_each_worker_runs_once_on_every_model_thread_and_batches_use_those_th
     asyncio.run(scenario())
 
 
-def test_prepare_runs_on_the_model_thread_and_fails_only_its_bad_items() -> None:
-    """Decoding on the model threads: payloads are turned into pixels where the batch runs; an item that
-    fails gets its own exception, and the others keep their rows in order."""
+def test_items_failed_by_the_run_get_their_own_error_and_the_rest_their_rows_on_the_model_thread() -> None:
+    """Decoding on the model threads: an image that cannot be decoded gets its own exception where the batch
+    runs, and the others keep their rows in order."""
 
     async def scenario() -> None:
         model = Model()
         threads: set[str] = set()
 
-        def prepare(payloads: list[int]) -> list[np.ndarray | Exception]:
+        def run(payloads: list[int]) -> list[Row | Exception]:
             threads.add(threading.current_thread().name)
-            return [ValueError(f"bad {p}") if p in (3, 5) else item(p) for p in payloads]
+            good = [p for p in payloads if p not in (3, 5)]
+            rows = iter(model([item(p) for p in good]) if good else [])
+            return [ValueError(f"bad {p}") if p in (3, 5) else next(rows) for p in payloads]
 
-        batcher = Batcher(
-            model, max_batch_size=8, max_delay_s=0.02, max_queue_size=64, metrics=Metrics(), prepare=prepare
-        )
+        batcher = Batcher(run, max_batch_size=8, max_delay_s=0.02, max_queue_size=64, metrics=Metrics())
         batcher.start()
         futures = batcher.submit(list(range(8)))
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -245,8 +246,24 @@ def test_prepare_runs_on_the_model_thread_and_fails_only_its_bad_items() -> None
         await batcher.stop()
         answers = [str(o) if isinstance(o, BaseException) else int(o["id"]) for o in outcomes]
         assert answers == [0, 1, 2, "bad 3", 4, "bad 5", 6, 7]
-        assert model.sizes == [6]  # the bad items never reach the model; a batch of only bad ones never runs
+        assert model.sizes == [6]
         assert threads and all(name.startswith("vitrine-model") for name in threads)
+        assert batcher.failed_runs_in_a_row == 0  # bad images are not a failed run
+
+    asyncio.run(scenario())
+
+
+def test_a_run_that_answers_the_wrong_number_of_items_fails_its_batch() -> None:
+    async def scenario() -> None:
+        def one_short(items: list[np.ndarray]) -> list[Row | Exception]:
+            return Model()(items)[1:]
+
+        batcher = Batcher(one_short, max_batch_size=8, max_delay_s=0.02, max_queue_size=64, metrics=Metrics())
+        batcher.start()
+        outcomes = await asyncio.gather(*batcher.submit([item(1), item(2)]), return_exceptions=True)
+        await batcher.stop()
+        assert [type(o) for o in outcomes] == [InferenceFailed, InferenceFailed]
+        assert batcher.failed_runs_in_a_row == 1
 
     asyncio.run(scenario())
 

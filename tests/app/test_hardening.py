@@ -79,7 +79,7 @@ def test_a_failing_model_run_fails_its_request_with_500_and_the_service_goes_on(
             answer: dict[str, np.ndarray] = real_run(batch)
             return answer
 
-        client.app.state.core.batcher._run_batch = failing_once  # type: ignore[attr-defined]
+        runtime.run = failing_once
         files = [*jpeg_files(photos, 2), ("images", ("note.txt", b"not an image", "image/jpeg"))]
         failed = client.post("/classify", files=files)
         assert failed.status_code == 500
@@ -98,20 +98,20 @@ def test_a_model_that_keeps_failing_makes_the_replica_not_ready_until_it_answers
     """README: readiness is false whenever no model is usable. Three failed runs in a row take the replica out
     of its load balancer; each readiness probe (or request) then tries the model once, and it comes back."""
     with TestClient(create_app(tiny_settings)) as client:
-        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
-        real_run = batcher._run_batch
+        model = client.app.state.core.runtime  # type: ignore[attr-defined]
+        real_run = model.run
 
         def broken(batch: np.ndarray) -> dict[str, np.ndarray]:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-        batcher._run_batch = broken
+        model.run = broken
         statuses = [client.post("/classify", files=jpeg_files(photos, 1)).status_code for _ in range(4)]
         assert statuses == [500, 500, 500, 503]  # the fourth is refused before it reaches the model
         not_ready = client.get("/health/ready")  # its check run fails too
         assert not_ready.status_code == 503 and not_ready.json()["error"]["code"] == "not_ready"
         assert client.get("/health/live").status_code == 200
         assert metric(client.get("/metrics").text, "vitrine_model_failing") == 1
-        batcher._run_batch = real_run  # the model answers again (the GPU came back, say)
+        model.run = real_run  # the model answers again (the GPU came back, say)
         assert client.get("/health/ready").status_code == 200
         assert metric(client.get("/metrics").text, "vitrine_model_failing") == 0
         assert client.post("/classify", files=jpeg_files(photos, 2)).status_code == 200
@@ -120,14 +120,14 @@ def test_a_model_that_keeps_failing_makes_the_replica_not_ready_until_it_answers
 def test_work_past_the_deadline_gets_504(tiny_settings: Settings, photos: list[bytes]) -> None:
     settings = Settings(**{**tiny_settings.model_dump(), "request_timeout_ms": 50})
     with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
-        real_run = batcher._run_batch
+        model = client.app.state.core.runtime  # type: ignore[attr-defined]
+        real_run = model.run
 
         def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
             time.sleep(0.3)
             return real_run(batch)  # type: ignore[no-any-return]
 
-        batcher._run_batch = slow
+        model.run = slow
         response = client.post("/classify", files=jpeg_files(photos))
         assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
 
@@ -138,15 +138,15 @@ def metrics_text(app: Any) -> str:
 
 def held_model_runs(client: TestClient) -> threading.Event:
     """Make the app's model runs wait until the returned event is set (the queue then fills behind them)."""
-    batcher = client.app.state.core.batcher  # type: ignore[attr-defined]
-    real_run = batcher._run_batch
+    model = client.app.state.core.runtime  # type: ignore[attr-defined]
+    real_run = model.run
     release = threading.Event()
 
     def held(batch: np.ndarray) -> dict[str, np.ndarray]:
         release.wait(30)
         return real_run(batch)  # type: ignore[no-any-return]
 
-    batcher._run_batch = held
+    model.run = held
     return release
 
 
@@ -196,13 +196,13 @@ def test_decoding_before_the_batcher_counts_against_the_queue_and_the_deadline(
     )
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(4) as pool:
         core = client.app.state.core  # type: ignore[attr-defined]
-        real_decode = core._decode_chunk
+        real_decode = core.decoder._chunk
 
         def slow_decode(blobs: list[bytes]) -> Any:
             time.sleep(0.4 * len(blobs))  # stands in for large photos on a busy host
             return real_decode(blobs)
 
-        core._decode_chunk = slow_decode
+        core.decoder._chunk = slow_decode
         slow = [pool.submit(client.post, "/classify", files=jpeg_files(photos, 2)) for _ in range(2)]
         wait_for(lambda: core.batcher._held == 4)
         refused = client.post("/classify", files=jpeg_files(photos, 1))
@@ -223,15 +223,15 @@ def test_a_cancelled_request_leaves_no_task_behind_and_its_queued_images_never_r
     async def scenario() -> tuple[list[str], int, float]:
         app = create_app(tiny_settings)
         async with app.router.lifespan_context(app):
-            batcher = app.state.core.batcher
-            real_run, runs = batcher._run_batch, []
+            model = app.state.core.runtime
+            real_run, runs = model.run, []
 
             def slow(batch: np.ndarray) -> dict[str, np.ndarray]:
                 time.sleep(0.6)
                 runs.append(len(batch))
                 return real_run(batch)  # type: ignore[no-any-return]
 
-            batcher._run_batch = slow
+            model.run = slow
             messages = [{"type": "http.request", "body": photos[0], "more_body": False}]
 
             async def receive() -> dict[str, Any]:
@@ -332,7 +332,7 @@ def test_the_service_is_ready_only_once_every_decode_process_left_its_process_gr
         core = Core(settings, Metrics())
         await core.start()
         try:
-            return {pid: os.getpgid(pid) for pid in core._decode_pool._processes}  # type: ignore[union-attr]
+            return {pid: os.getpgid(pid) for pid in core.decoder._pool._processes}  # type: ignore[attr-defined]
         finally:
             await core.stop()
 
@@ -344,12 +344,12 @@ def test_decode_processes_that_hang_while_starting_fail_the_start_in_time(
     tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each round of start-up tasks is bounded by what is left of DECODE_START_S, not only checked between rounds."""
-    import app.core
+    import app.decoder
     from app.core import Core
     from app.metrics import Metrics
 
-    monkeypatch.setattr(app.core, "DECODE_START_S", 1.0)
-    monkeypatch.setattr(app.core, "started_worker", partial(time.sleep, 20))  # a process that never reports
+    monkeypatch.setattr(app.decoder, "DECODE_START_S", 1.0)
+    monkeypatch.setattr(app.decoder, "started_worker", partial(time.sleep, 20))  # a process that never reports
     settings = tiny_settings.model_copy(update={"decode_processes": 2})
 
     async def start() -> Core:
@@ -405,7 +405,7 @@ def test_a_killed_decode_process_is_replaced_and_shutdown_does_not_hang(
     async def scenario() -> tuple[list[str], float, list[int]]:
         core = Core(settings, Metrics())
         await core.start()
-        old = list(core._decode_pool._processes)  # type: ignore[union-attr]
+        old = list(core.decoder._pool._processes)  # type: ignore[attr-defined]
         try:
             os.kill(old[0], signal.SIGKILL)
             await asyncio.sleep(0.5)  # the pool notices its dead process

@@ -171,7 +171,7 @@ def test_on_cuda_batches_are_padded_to_at_most_two_shapes(tiny_repo: Path) -> No
 
 
 def test_on_cuda_warm_up_runs_each_shape_twice_the_second_time_on_varied_pixels(tiny_repo: Path) -> None:
-    # On an H200 the run after a shape's single warm-up run still took 6 s (bench/results/gpu/v4).
+    # On an H200 the run after one warm-up run of a shape still took 6 s (decision 0016).
     runtime = load(tiny_repo)
     runtime.provider = "cuda"  # the calls only: CI has no GPU
     seen: list[tuple[int, bool]] = []

@@ -73,28 +73,6 @@ def test_a_language_without_a_table_is_answered_in_english() -> None:
     assert labels().languages == ["en", "zh"]
 
 
-def test_answers_are_translated_head_by_head() -> None:
-    zh = labels()
-    attributes = {
-        "colour": {"label": "Navy Blue", "score": 0.9, "top_k": [{"label": "Navy Blue", "score": 0.9}]},
-        "usage": {"label": "Casual", "score": 0.8},
-        "palette": [{"hex": "#1f2a44", "name": "Navy Blue", "share": 0.7}],
-    }
-    out = zh.attributes("zh", attributes)
-    assert out["colour"]["label"] == "藏青色" and out["colour"]["top_k"][0]["label"] == "藏青色"
-    assert out["usage"]["label"] == "休闲" and out["palette"][0]["name"] == "藏青色"
-    assert out["palette"][0]["hex"] == "#1f2a44"
-    category = {
-        "label": "Tshirts",
-        "score": 0.9,
-        "master": {"label": "Apparel", "score": 1.0},
-        "sub": {"label": "Topwear", "score": 0.99},
-    }
-    translated = zh.category("zh", category, "articleType")
-    assert (translated["label"], translated["master"]["label"], translated["sub"]["label"]) == ("T恤", "服装", "上装")
-    assert zh.attributes("en", attributes) is attributes
-
-
 def test_accept_language_is_ranked_by_quality_then_order() -> None:
     assert preferred("en;q=0.5, zh, fr;q=0.5") == ["zh", "en", "fr"]
     assert preferred("*;q=0.1, zh-TW;q=bad") == []

@@ -207,7 +207,7 @@ def test_compose_service_is_hardened_and_wired() -> None:
     assert gpu["build"]["dockerfile"] == "Dockerfile.gpu"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    # Batches of 64 stalled the service on an H200 (bench/results/gpu/v4): the GPU override keeps CUDA's 32.
+    # Batches of 64 stalled the service on an H200 (docs/decisions/0016): the GPU override keeps CUDA's 32.
     assert "VITRINE_MAX_BATCH_SIZE" not in gpu["environment"]
 
 

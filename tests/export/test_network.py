@@ -8,7 +8,6 @@ import torch
 from export.config import ExportConfig
 from export.network import (
     EfficientNetLite,
-    MBConv,
     build_efficientnet_classifier,
     efficientnet_lite,
     pretrained_weights_path,
@@ -70,26 +69,3 @@ def test_multi_head_takes_uint8_nhwc_and_returns_heads_then_embedding() -> None:
     with torch.no_grad():
         cooled, same, _ = model(pixels)
     assert torch.allclose(cooled * 2.0, article, atol=1e-5) and torch.allclose(same, gender)
-
-
-def drop_path_rates(model: torch.nn.Module) -> list[float]:
-    return [block.drop_path for block in model.modules() if isinstance(block, MBConv)]
-
-
-def test_drop_path_randomises_residual_blocks_only_while_training() -> None:
-    """Stochastic depth grows with depth, changes training outputs from one pass to the next, and leaves
-    evaluation (what is exported) exactly as without it."""
-    torch.manual_seed(0)
-    plain = efficientnet_lite("efficientnet-lite0", pretrained=False)
-    dropped = efficientnet_lite("efficientnet-lite0", pretrained=False)
-    dropped.load_state_dict(plain.state_dict())
-    dropped.set_drop_path(0.2)
-    rates = drop_path_rates(dropped)
-    assert rates[0] == 0.0 and rates == sorted(rates) and 0.18 < rates[-1] < 0.2
-    x = torch.randn(8, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(plain.eval().features(x), dropped.eval().features(x))
-        dropped.train()
-        assert not torch.allclose(dropped.features(x), dropped.features(x))
-    classifier = build_efficientnet_classifier({"gender": 3}, pretrained=False, drop_path=0.3)
-    assert max(drop_path_rates(classifier)) > 0.25

@@ -185,14 +185,15 @@ def test_a_failed_package_with_overwrite_keeps_the_old_version(
     assert (out / "1" / "model.json").read_text() == "{}" and [p.name for p in out.iterdir()] == ["1"]
 
 
-def test_an_existing_version_is_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_existing_version_is_refused_before_packaging(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "models" / "smoke"
     (out / "3").mkdir(parents=True)
-    work = tmp_path / "work"
-    args = ["--data", str(CATALOGUE), "--work", str(work), *SMOKE, "--out", str(out), "--version", "3"]
-    assert main(["build", *args, "--epochs", "1", "--warmup-epochs", "0"]) == 2
+    args = ["package", "--data", str(tmp_path / "no-such-data"), "--work", str(trained), *SMOKE, "--out", str(out)]
+    assert main([*args, "--version", "3"]) == 2
     assert "smoke/3 exists; pass --overwrite or another --version" in one_line_error(capsys)
-    assert not work.exists()  # nothing decoded, nothing trained
+    assert [p.name for p in out.iterdir()] == ["3"] and not any((out / "3").iterdir())  # nothing written
 
 
 def test_an_ensemble_cannot_overwrite_one_of_its_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

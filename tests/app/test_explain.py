@@ -19,7 +19,8 @@ from export.explainable import make_explainable
 from tests.conftest import CATALOGUE, ROOT
 from tests.tiny_model import make_pooled_version, make_repository
 
-DEFAULT = ROOT / "models" / "product-classifier" / "4"
+# the default model: the highest version in the tree
+DEFAULT = max((ROOT / "models" / "product-classifier").glob("[0-9]*"), key=lambda p: int(p.name))
 
 
 def runner(folder: Path, precision: str = "fp32") -> tuple[Explainer, ort.InferenceSession]:

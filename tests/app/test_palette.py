@@ -16,7 +16,8 @@ from app.runtime import softmax
 from app.schema import ModelMetadata, Preprocessing
 from tests.conftest import CATALOGUE, ROOT
 
-DEFAULT = ROOT / "models" / "product-classifier" / "4"
+# the default model: the highest version in the tree
+DEFAULT = max((ROOT / "models" / "product-classifier").glob("[0-9]*"), key=lambda p: int(p.name))
 LABELS = ["Black", "White", "Navy Blue", "Red", "Multi"]
 SPEC = Preprocessing(size=64)
 

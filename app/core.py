@@ -14,18 +14,24 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from app.batcher import Batcher, Row
 from app.decoder import choose_decoder
 from app.description import description, serving
 from app.errors import DeadlineExceeded, ImageError, NotReady, VitrineError
+from app.explain import Explainer, Explanation
 from app.health import Health
 from app.inference import Inference
 from app.metrics import Metrics
-from app.predictions import Predictions
+from app.palette import Namer, Shades
+from app.predictions import INPUT_KEY, Predictions
 from app.repository import configured
 from app.responses import ModelRef
 from app.runtime import Runtime, wants_cuda
+from app.schema import ModelMetadata
 from app.settings import Settings
+from app.translate import Labels, Translations
 from app.uploads import Blob
 
 __all__ = ["Core", "Row", "open_runtime"]  # Row: one image's outputs, by output name
@@ -63,11 +69,14 @@ class Core:
         self.model_ref = ModelRef.model_construct(
             name=meta.name, version=meta.version, provider=runtime.provider, precision=runtime.precision
         )
-        self.predictions = Predictions(meta, metrics)
+        folder = runtime.path.parent  # the version folder: its palette and label tables sit beside the files
+        self.labels = Labels(meta, Translations.read(folder))
+        self.predictions = Predictions(meta, metrics, _namer(meta, Shades.read(folder)), self.labels)
+        self.explainer = Explainer(meta)
         self._version_answered = metrics.version_images.labels(str(meta.version))
         self.decoder = choose_decoder(layout, meta.preprocessing, settings, metrics)
         self.batcher: Batcher[Any] = Batcher(
-            Inference(runtime, self.decoder, metrics),
+            Inference(runtime, self.decoder, metrics, keep_input=INPUT_KEY if self.predictions.namer else None),
             max_batch_size=layout.max_batch_size,
             max_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue_size=settings.max_queue_size,
@@ -127,8 +136,59 @@ class Core:
         return serving(self.layout, self.settings, self.decoder)
 
     def describe(self) -> dict[str, Any]:
-        """What /models shows of the model served."""
-        return description(self.metadata, self.model_ref, self.serving())
+        """What /models shows of the model served: with each head's labels in every language the model has, the
+        heads it can explain, and whether it answers a palette."""
+        described = description(self.metadata, self.model_ref, self.serving())
+        languages = self.labels.languages[1:]
+        translated = {language: self.labels.head_labels(language) for language in languages}
+        for head in described["heads"]:
+            head["translations"] = {language: translated[language][head["name"]] for language in languages}
+        explain = self.metadata.explain
+        described["languages"] = self.labels.languages
+        described["explain"] = sorted(h.key for h in self.metadata.heads if explain and h.name in explain.outputs)
+        described["palette"] = self.predictions.namer is not None
+        return described
+
+    def _run_outputs(self, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        return list(self.runtime.session.run(names, {self.metadata.preprocessing.input_name: pixels}))
+
+    async def explain(
+        self, blobs: Sequence[Blob], head: str | None, label: str | None
+    ) -> list[Explanation | ImageError]:
+        """Explain a head's label (default each image's top label) per image, per-image errors in place.
+
+        Explaining asks the graph for the head's class activation maps as well, so it runs beside the batcher (on
+        a worker thread), not in its batches, which fetch only what /classify and /attributes answer. Images
+        count in `vitrine_images_total` under `explain`."""
+        chosen = self.explainer.head(head)
+        index = self.explainer.label_index(chosen, label)
+        if not self.ready:
+            raise NotReady("the model is not ready")
+        timeout = self.settings.request_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout):
+                items = await self.decoder.decode(list(blobs))
+                good = [item for item in items if not isinstance(item, ImageError)]
+                pixels, explained = await asyncio.to_thread(self._explain, good, chosen, index) if good else ([], [])
+        except TimeoutError as exc:
+            self.metrics.images.labels("explain", DeadlineExceeded.code).inc(len(blobs))
+            raise DeadlineExceeded(f"the images were not explained within {timeout:g}s") from exc
+        done = iter(explained)
+        decoded = iter(pixels)
+        results: list[Explanation | ImageError] = []
+        for item in items:  # an image can fail at either stage: when received, or when decoded on this thread
+            outcome = item if isinstance(item, ImageError) else next(decoded)
+            results.append(outcome if isinstance(outcome, ImageError) else next(done))
+        for result in results:
+            self.metrics.images.labels("explain", result.code if isinstance(result, ImageError) else "ok").inc()
+        return results
+
+    def _explain(self, items: list[Any], head: Any, index: int | None) -> tuple[list[Any], list[Explanation]]:
+        """On a worker thread: the items' pixels (or errors) and the explanations of those that decoded."""
+        pixels = self.decoder.pixels(items)
+        good = [p for p in pixels if not isinstance(p, ImageError)]
+        explained = self.explainer.explain(self._run_outputs, np.stack(good), head, index) if good else []
+        return pixels, explained
 
     async def infer(self, blobs: Sequence[Blob], endpoint: str) -> list[Row | ImageError]:
         """Every model output per image (each head's probabilities, the embedding), in order; an image that cannot
@@ -191,3 +251,14 @@ class Core:
                 raise outcome  # a batch failed (InferenceFailed): the request fails as a whole (500)
             rows[index] = outcome  # a row, or the ImageError of an image decoded on its model thread
         return rows
+
+
+def _namer(metadata: ModelMetadata, shades: Shades | None) -> Namer | None:
+    """The palette's namer when the version folder has learned shades for one of its heads."""
+    if shades is None:
+        return None
+    head = next((h for h in metadata.heads if h.name == shades.head), None)
+    if head is None:
+        log.warning("palette.json names the head %s, which the model lacks: no palette", shades.head)
+        return None
+    return Namer(shades, head.labels)

@@ -103,3 +103,15 @@ class ModelLoadError(VitrineError):
     """The model version cannot be loaded; the process must not start."""
 
     code = "model_load_error"
+
+
+class UnknownHead(BadRequest):
+    """A `head` the served model does not have (the message lists those it has)."""
+
+    code = "unknown_head"
+
+
+class UnknownLabel(BadRequest):
+    """A `label` that is not one of the head's labels."""
+
+    code = "unknown_label"

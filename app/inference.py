@@ -18,10 +18,14 @@ class Inference:
     """The batcher's `run_batch`: images that cannot be decoded get their ImageError, the rest run as one batch
     (`vitrine_batch_size`, `vitrine_inference_duration_seconds`)."""
 
-    def __init__(self, runtime: Runtime, decoder: Decoder[Any], metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: Runtime, decoder: Decoder[Any], metrics: Metrics, *, keep_input: str | None = None
+    ) -> None:
+        """`keep_input`: a key under which each row also holds its image's model input (the palette reads it)."""
         self.runtime = runtime
         self.decoder = decoder
         self.metrics = metrics
+        self.keep_input = keep_input
 
     def __call__(self, items: list[Any]) -> list[Row | ImageError]:
         """Each item's row (every model output), or its ImageError, in order."""
@@ -31,7 +35,10 @@ class Inference:
             return [p for p in pixels if isinstance(p, ImageError)]  # a batch of bad images never runs
         self.metrics.batch_size.observe(len(good))
         started = time.monotonic()
-        outputs = self.runtime.run(np.stack(good))
+        batch = np.stack(good)
+        outputs = self.runtime.run(batch)
+        if self.keep_input is not None:
+            outputs[self.keep_input] = batch
         self.metrics.inference_duration.observe(time.monotonic() - started)
         if any(len(v) != len(good) for v in outputs.values()):
             raise RuntimeError("model returned a different number of rows than it was given")

@@ -56,10 +56,18 @@ class ClassifyResult(BaseModel):
     error: ErrorBody | None = None
 
 
+class Swatch(BaseModel):
+    """One colour of the product's own pixels (background left out), named in the colour head's words."""
+
+    hex: str = Field(examples=["#1f2a44"])
+    name: str = Field(examples=["Navy Blue"])
+    share: float = Field(ge=0, le=1, description="Its share of the product's pixels.", examples=[0.62])
+
+
 class AttributesResult(BaseModel):
     index: int
     status: Literal["ok", "error"]
-    attributes: dict[str, Attribute] | None = Field(
+    attributes: dict[str, Attribute | list[Swatch]] | None = Field(
         None,
         examples=[
             {
@@ -69,6 +77,28 @@ class AttributesResult(BaseModel):
         ],
     )
     error: ErrorBody | None = None
+
+
+class Explanation(BaseModel):
+    head: str = Field(description="The head's key.", examples=["article"])
+    label: str = Field(examples=["Tshirts"])
+    score: float = Field(ge=0, le=1, examples=[0.93])
+    grid: list[list[float]] = Field(
+        description="Heat of the evidence for the label over the model's square input, rows by columns, 0 to 1."
+    )
+    png: str = Field(description="Base64 PNG: the heat drawn over the photo as fitted on its white pad.")
+
+
+class ExplainResult(BaseModel):
+    index: int
+    status: Literal["ok", "error"]
+    explanation: Explanation | None = None
+    error: ErrorBody | None = None
+
+
+class ExplainResponse(BaseModel):
+    model: ModelRef
+    results: list[ExplainResult]
 
 
 class ClassifyResponse(BaseModel):

@@ -87,6 +87,18 @@ class Imported(BaseModel):
     )
 
 
+class ExplainOutputs(BaseModel):
+    """Where a head's class activation maps are in the graph, and where their cells lie on the input."""
+
+    outputs: dict[str, str] = Field(
+        description="Head name to the ONNX output of its maps (batch, rows, columns, labels), fetched only to explain."
+    )
+    cell_px: float = Field(gt=0, description="Input pixels from one cell's centre to the next (the network's stride).")
+    first_centre_px: float = Field(
+        description="Input pixel (row and column) on which cell (0, 0) is centred, from the convolutions' padding."
+    )
+
+
 class ModelMetadata(BaseModel):
     """Everything the service needs to know about one model version."""
 
@@ -108,6 +120,9 @@ class ModelMetadata(BaseModel):
         None, description="For an ensemble: the versions whose softmax each head averages (`vitrine export ensemble`)."
     )
     imported: Imported | None = Field(None, description="For an imported model: its original input and parity.")
+    explain: ExplainOutputs | None = Field(
+        None, description="The class activation map outputs that explain heads (`vitrine export explainable`)."
+    )
     created: str | None = None
 
     @model_validator(mode="after")
@@ -119,6 +134,8 @@ class ModelMetadata(BaseModel):
         levels = [h.level for h in self.heads if h.level is not None]
         if len(set(levels)) != len(levels):
             raise ValueError("each category level may appear once")
+        if self.explain and (unknown := sorted(set(self.explain.outputs) - set(names))):
+            raise ValueError(f"explain.outputs names heads the model does not have: {unknown}")
         return self
 
     def head_by_level(self, level: str) -> Head | None:

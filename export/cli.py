@@ -14,8 +14,10 @@ from pydantic import ValidationError
 from app.schema import ModelMetadata
 from export.config import DEFAULT_CONFIG, LITE_VARIANTS, ExportConfig, apply_options
 from export.ensemble import build_ensemble, check_not_a_member
+from export.explainable import make_explainable
 from export.importer import add_import_parser, run_import
 from export.packaging import package
+from export.palette_fit import fit_palette
 from export.pipeline import (
     FILES,
     Int8LossError,
@@ -40,6 +42,7 @@ from export.steps import (
     quantize_files,
 )
 from export.train import run_train
+from export.translations import check_translations
 
 log = logging.getLogger("export")
 
@@ -134,6 +137,20 @@ def _args(argv: list[str]) -> argparse.Namespace:
     evaluation.add_argument("--subset", choices=["test", "val"], default="test", help="the split to evaluate on")
     evaluation.add_argument("--report", type=Path, help="report folder (default <work>/evaluation/<model>-<subset>)")
     add_import_parser(steps)
+    explainable = steps.add_parser(
+        "explainable", help="add class activation map outputs (for /explain) to a version folder's model files"
+    )
+    explainable.add_argument("folder", type=Path, help="a version folder, e.g. models/product-classifier/4")
+    palette = steps.add_parser(
+        "palette",
+        help="learn the colour names' shades from training photos into a version folder's palette.json",
+        parents=[data],
+    )
+    palette.add_argument("folder", type=Path, help="a version folder, e.g. models/product-classifier/4")
+    translations = steps.add_parser(
+        "translations", help="check that a version folder's translations.json covers every label of every head"
+    )
+    translations.add_argument("folder", type=Path, help="a version folder, e.g. models/product-classifier/4")
     return parser.parse_args(argv)
 
 
@@ -245,6 +262,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("export").setLevel(logging.INFO)
     command = "vitrine export " + shlex.join(argv)
+    if args.step == "explainable":  # works on a version folder alone: no catalogue, no config
+        explain = make_explainable(args.folder).explain
+        assert explain is not None
+        print(f"{args.folder}: explanation outputs {', '.join(explain.outputs.values())}")
+        return
+    if args.step == "translations":
+        check_translations(args.folder)
+        return
     if args.step == "build":
         given = ("limit", "min_class_count", "size", "epochs", "warmup_epochs", "max_int8_drop")
         options = {key: getattr(args, key) for key in given if getattr(args, key) is not None}
@@ -258,6 +283,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         model = model_file(args.model, "fp32" if args.step == "quantize" else args.precision)
         if args.size is None:
             config.train.size = model[1].preprocessing.size
+    if args.step == "palette" and args.size is None:
+        config.train.size = ModelMetadata.read(args.folder).preprocessing.size
     torch.manual_seed(config.train.seed)
     work = args.work or Path("runs") / config.name
     checkpoint = work / "checkpoints" / "best.pt"
@@ -270,6 +297,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
         if args.step == "ensemble":
             check_not_a_member(args.members, args.out, args.version)
     splits = prepare(args.data, config, work)
+    if args.step == "palette":
+        figures = fit_palette(args.folder, splits.train, splits.val, splits.test)
+        print("\n".join(f"{name}: {value:.4g}" for name, value in figures.items()))
+        return
     if args.step == "convert":
         run_convert(splits, config, work, args.file or work / "convert" / FILES["fp32"], args.version)
     elif model is not None and args.step == "quantize":

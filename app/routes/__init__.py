@@ -22,7 +22,7 @@ from typing import NamedTuple
 from fastapi import APIRouter
 from starlette.routing import BaseRoute, Route
 
-from app.routes import health, metrics, models, predict, repository, v2, v2_health
+from app.routes import explain, health, metrics, models, predict, repository, v2, v2_health
 from app.settings import Settings
 
 
@@ -36,6 +36,7 @@ class Group(NamedTuple):
 # In the order of the OpenAPI document.
 TABLE: tuple[Group, ...] = (
     Group(predict.routes),
+    Group(explain.routes),
     Group(health.routes, ops=True),
     Group(models.routes),
     Group(metrics.routes, ops=True),

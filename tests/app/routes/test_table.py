@@ -9,7 +9,7 @@ from app.settings import Settings
 def test_the_labels_come_from_the_table(tiny_settings: Settings) -> None:
     built = build(tiny_settings)
     assert len(built.routers) == len(TABLE)
-    native = ["classify", "attributes", "live", "ready", "models", "metrics"]
+    native = ["classify", "attributes", "explain", "live", "ready", "models", "metrics"]
     v2 = ["v2_server", "v2_live", "v2_ready", *["v2_model"] * 2, *["v2_model_ready"] * 2, *["v2_infer"] * 2]
     repository = ["v2_repository_index", "v2_repository_load", "v2_repository_unload"]
     assert [r.name for r in built.routes()] == [*native, *v2, *repository]
